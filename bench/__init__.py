@@ -1,0 +1,1 @@
+"""nmsolve benchmarks: ``python -m bench [NAME ...] [--quick]`` writes bench/results/NAME.md."""

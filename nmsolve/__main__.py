@@ -1,0 +1,5 @@
+import sys
+
+from nmsolve.cli import main
+
+sys.exit(main())

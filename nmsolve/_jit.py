@@ -1,0 +1,55 @@
+"""The one place where numba options live.
+
+Every compiled kernel in nmsolve is declared with :func:`kernel`, so the policy below applies to all
+of them:
+
+* compilation is lazy (no signatures, nothing compiled at import);
+* ``fastmath`` is off, because masks are decided by comparisons and must treat ``inf`` and ties
+  exactly;
+* the on-disk cache is on unless ``NMSOLVE_NUMBA_CACHE=0`` is set in the environment (useful for
+  read-only installs);
+* ``NUMBA_DISABLE_JIT=1`` runs every kernel as plain Python, which the test suite uses to prove the
+  kernels' logic independently of the compiler.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numba
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CACHE = os.environ.get("NMSOLVE_NUMBA_CACHE", "1") != "0"
+
+prange = numba.prange
+
+# Modules whose private ``_warmup()`` compiles their hot kernels; ``warmup()`` visits them in order.
+WARMUP_MODULES: tuple[str, ...] = ("nmsolve.nm",)
+
+
+def kernel(*, parallel: bool = False) -> Callable[[F], F]:
+    """Decorate a numba kernel with the project-wide policy (see module docstring)."""
+
+    def wrap(fn: F) -> F:
+        return numba.njit(cache=CACHE, fastmath=False, nogil=True, parallel=parallel)(fn)  # type: ignore[return-value]
+
+    return wrap
+
+
+def warmup() -> None:
+    """Compile the hot kernels on tiny inputs, so the first real call is not slowed by compilation.
+
+    Compiled code is cached on disk (unless ``NMSOLVE_NUMBA_CACHE=0``), so after the first run in a
+    fresh installation this takes well under a second.
+
+    Examples
+    --------
+    >>> import nmsolve
+    >>> nmsolve.warmup()
+    """
+    for name in WARMUP_MODULES:
+        importlib.import_module(name)._warmup()

@@ -1,0 +1,333 @@
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import nmsolve
+from tests.reference import nm_mask_sorted, nm_mask_subsets
+
+PATTERNS = [(1, 4), (2, 4), (3, 4), (4, 4), (1, 2), (4, 8), (3, 7), (8, 16), (16, 32), (5, 100), (1, 1)]
+
+
+@st.composite
+def scores_and_pattern(draw, dtype=np.float64, elements=None, pad=False):
+    n, m = draw(st.sampled_from(PATTERNS[:-2]))
+    rows = draw(st.integers(0, 5))
+    groups = draw(st.integers(1, 4))
+    extra = draw(st.integers(0, m - 1)) if pad else 0
+    if elements is None:
+        elements = st.floats(-1e6, 1e6, allow_nan=False, width=64)
+    x = draw(hnp.arrays(dtype, (rows, groups * m + extra), elements=elements))
+    return x, n, m
+
+
+# --------------------------------------------------------------------------- oracle agreement
+
+
+@given(scores_and_pattern(pad=True))
+def test_matches_sorted_oracle(case):
+    x, n, m = case
+    np.testing.assert_array_equal(nmsolve.nm_mask(x, n, m, pad=True), nm_mask_sorted(x, n, m))
+
+
+@given(scores_and_pattern(dtype=np.int64, elements=st.integers(-3, 3)))
+def test_matches_subset_oracle_with_many_ties(case):
+    x, n, m = case
+    if math.comb(m, n) > 5000:
+        return
+    np.testing.assert_array_equal(nmsolve.nm_mask(x, n, m), nm_mask_subsets(x, n, m))
+
+
+@pytest.mark.parametrize(("n", "m"), PATTERNS)
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int8, np.int32, np.int64, np.uint8])
+def test_oracle_every_dtype(n, m, dtype):
+    rng = np.random.default_rng(n * 100 + m)
+    x = (rng.normal(size=(7, 3 * m)) * 50).astype(dtype)
+    np.testing.assert_array_equal(nmsolve.nm_mask(x, n, m), nm_mask_sorted(x, n, m))
+
+
+def test_large_random_matches_oracle_across_row_blocks():
+    # more than one block of groups per row (the kernel transposes 256 groups at a time)
+    x = np.random.default_rng(1).normal(size=(3, 4 * 600 + 2))
+    np.testing.assert_array_equal(nmsolve.nm_mask(x, 2, 4, pad=True), nm_mask_sorted(x, 2, 4))
+
+
+# --------------------------------------------------------------------------- invariants
+
+
+@given(scores_and_pattern())
+def test_exactly_n_per_group_and_kept_dominate_dropped(case):
+    x, n, m = case
+    mask = nmsolve.nm_mask(x, n, m)
+    assert nmsolve.is_nm(mask, n, m, exact=True)
+    for g, k in zip(x.reshape(-1, m), mask.reshape(-1, m), strict=True):
+        if k.all():
+            continue
+        assert g[k].min() >= g[~k].max()
+
+
+@given(scores_and_pattern(), st.floats(1e-3, 1e3))
+def test_invariant_to_positive_scaling(case, scale):
+    x, n, m = case
+    x = np.round(x, 3)  # scaling must not create new ties by rounding
+    scaled = x * np.float64(scale)
+    if not np.array_equal(np.argsort(x, axis=None, kind="stable"), np.argsort(scaled, axis=None, kind="stable")):
+        return
+    np.testing.assert_array_equal(nmsolve.nm_mask(x, n, m), nmsolve.nm_mask(scaled, n, m))
+
+
+@pytest.mark.parametrize(("n", "m"), PATTERNS)
+def test_ties_break_toward_lower_index(n, m):
+    mask = nmsolve.nm_mask(np.ones((2, 3 * m)), n, m)
+    expected = np.tile(np.arange(m) < n, 3)
+    np.testing.assert_array_equal(mask, np.broadcast_to(expected, mask.shape))
+
+
+def test_inf_ordered_like_any_number():
+    x = np.array([1.0, np.inf, -np.inf, 5.0, np.inf, np.inf, np.inf, -1.0])
+    np.testing.assert_array_equal(nmsolve.nm_mask(x, 2, 4), [0, 1, 0, 1, 1, 1, 0, 0])
+
+
+def test_negative_zero_ties_with_zero():
+    np.testing.assert_array_equal(nmsolve.nm_mask(np.array([-0.0, 0.0, -1.0, -2.0]), 1, 4), [1, 0, 0, 0])
+
+
+@given(scores_and_pattern())
+def test_input_never_modified(case):
+    x, n, m = case
+    before = x.copy()
+    nmsolve.nm_mask(x, n, m)
+    nmsolve.magnitude_mask(x, n, m)
+    nmsolve.combination_scores(x, n, m) if math.comb(m, n) < 5000 else None
+    np.testing.assert_array_equal(x, before)
+
+
+def test_huge_values_and_mixed_signs():
+    x = np.array([[1e308, -1e308, 1e-308, -5e-324, np.finfo(np.float64).max, 0.0, 3.0, -np.finfo(np.float64).max]])
+    np.testing.assert_array_equal(nmsolve.nm_mask(x, 2, 4), nm_mask_sorted(x, 2, 4))
+    np.testing.assert_array_equal(nmsolve.magnitude_mask(x, 2, 4), [[1, 1, 0, 0, 1, 0, 0, 1]])
+
+
+def test_uint64_beyond_int64_range():
+    big = np.iinfo(np.uint64).max
+    x = np.array([big, big - 1, 1, 0], dtype=np.uint64)
+    np.testing.assert_array_equal(nmsolve.nm_mask(x, 1, 4), [1, 0, 0, 0])
+
+
+# --------------------------------------------------------------------------- axes, layouts, views
+
+
+def test_axis_and_nd_inputs():
+    x = np.random.default_rng(2).normal(size=(3, 8, 4, 2))
+    mask = nmsolve.nm_mask(x, 2, 4, axis=1)
+    expected = np.moveaxis(nm_mask_sorted(np.moveaxis(x, 1, -1), 2, 4), -1, 1)
+    np.testing.assert_array_equal(mask, expected)
+    np.testing.assert_array_equal(nmsolve.nm_mask(x, 2, 4, axis=-3), expected)
+    assert nmsolve.is_nm(mask, 2, 4, axis=1, exact=True)
+    assert not nmsolve.is_nm(mask, 2, 4, axis=2, exact=True)
+
+
+def test_conv_layout_channel_last_matches_axis_1():
+    w = np.random.default_rng(3).normal(size=(6, 8, 3, 3))
+    mat, layout = nmsolve.weight_to_2d(w)
+    assert mat.shape == (6 * 9, 8)
+    np.testing.assert_array_equal(nmsolve.weight_from_2d(mat, layout), w)
+    via_2d = nmsolve.apply_2d(nmsolve.magnitude_mask, w, n=2, m=4)
+    np.testing.assert_array_equal(via_2d, nmsolve.magnitude_mask(w, 2, 4, axis=1))
+
+
+def test_layout_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="1-d"):
+        nmsolve.weight_to_2d(np.zeros(4))
+    mat, layout = nmsolve.weight_to_2d(np.zeros((2, 4, 3)))
+    with pytest.raises(ValueError, match="expected"):
+        nmsolve.weight_from_2d(mat[:-1], layout)
+
+
+@pytest.mark.parametrize(
+    "view",
+    [
+        lambda x: x[::-1, ::-1],
+        lambda x: x[:, ::2],
+        lambda x: x.T,
+        lambda x: np.asfortranarray(x),
+        lambda x: x[1:, 4:],
+    ],
+)
+def test_non_contiguous_views_give_correct_results(view):
+    base = np.random.default_rng(4).normal(size=(16, 16))
+    x = view(base)
+    np.testing.assert_array_equal(nmsolve.nm_mask(x, 2, 4), nm_mask_sorted(np.array(x), 2, 4))
+
+
+def test_pad_option_for_ragged_groups():
+    x = np.array([[1.0, 2.0, 3.0, 4.0, 9.0, 8.0, 7.0]])
+    with pytest.raises(ValueError, match=r"length 7, not a multiple of m=4; pass pad=True"):
+        nmsolve.nm_mask(x, 2, 4)
+    np.testing.assert_array_equal(nmsolve.nm_mask(x, 2, 4, pad=True), [[0, 0, 1, 1, 1, 1, 0]])
+    mask = nmsolve.nm_mask(x, 3, 4, pad=True)
+    assert nmsolve.is_nm(mask, 3, 4, exact=True, pad=True)
+    with pytest.raises(ValueError, match="pad=True"):
+        nmsolve.is_nm(mask, 3, 4)
+
+
+def test_empty_inputs_give_empty_masks():
+    for shape in [(0,), (0, 4), (3, 0), (0, 0, 8)]:
+        mask = nmsolve.nm_mask(np.zeros(shape), 2, 4)
+        assert mask.shape == shape and mask.dtype == bool
+        assert nmsolve.is_nm(mask, 2, 4, exact=True)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_nan_is_a_clear_error_naming_the_location():
+    x = np.zeros((3, 8))
+    x[2, 5] = np.nan
+    with pytest.raises(ValueError, match=r"NaN \(first at index \(2, 5\)\).*nan_to_num"):
+        nmsolve.nm_mask(x, 2, 4)
+    with pytest.raises(ValueError, match="NaN"):
+        nmsolve.nm_mask(x.astype(np.float16), 1, 8)
+    with pytest.raises(ValueError, match="NaN"):
+        nmsolve.nm_mask(x, 4, 8, pad=True)
+
+
+@pytest.mark.parametrize(
+    ("n", "m", "error", "match"),
+    [
+        (5, 4, ValueError, r"0 < n <= m, got n=5, m=4"),
+        (0, 4, ValueError, "n=0"),
+        (-1, 4, ValueError, "n=-1"),
+        (2, 0, ValueError, "m=0"),
+        (2, -4, ValueError, "m=-4"),
+        (2.0, 4, TypeError, "n must be an integer, got 2.0"),
+        (2, 4.5, TypeError, "m must be an integer"),
+        (True, 4, TypeError, "n must be an integer"),
+        ("2", 4, TypeError, "n must be an integer"),
+    ],
+)
+def test_bad_n_m(n, m, error, match):
+    with pytest.raises(error, match=match):
+        nmsolve.nm_mask(np.zeros((2, 8)), n, m)
+    with pytest.raises(error, match=match):
+        nmsolve.is_nm(np.zeros((2, 8)), n, m)
+
+
+def test_numpy_integer_n_m_are_accepted():
+    assert nmsolve.nm_mask(np.arange(8.0), np.int64(2), np.int32(4)).sum() == 4
+
+
+@pytest.mark.parametrize(
+    ("scores", "error", "match"),
+    [
+        (np.array(3.0), ValueError, "at least 1 dimension"),
+        (np.array([True, False, True, False]), TypeError, "dtype bool"),
+        (np.array([1 + 1j, 2, 3, 4]), TypeError, "complex128"),
+        (np.array([1, 2, 3, 4], dtype=object), TypeError, "object"),
+        (np.array(["a", "b", "c", "d"]), TypeError, "real numeric"),
+        ([[1.0, 2.0, 3.0, 4.0], [1.0, 2.0]], ValueError, "rectangular"),
+    ],
+)
+def test_bad_scores(scores, error, match):
+    with pytest.raises(error, match=match):
+        nmsolve.nm_mask(scores, 2, 4)
+
+
+def test_lists_are_accepted():
+    np.testing.assert_array_equal(nmsolve.nm_mask([4, 3, 2, 1], 2, 4), [1, 1, 0, 0])
+
+
+@pytest.mark.parametrize("axis", [2, -3, 1.0])
+def test_bad_axis(axis):
+    with pytest.raises((ValueError, TypeError), match="axis"):
+        nmsolve.nm_mask(np.zeros((2, 8)), 2, 4, axis=axis)
+
+
+def test_is_nm_on_pruned_weights_and_bad_masks():
+    w = np.array([[0.0, 1.5, 0.0, -2.0], [3.0, 0.0, 0.0, 0.0]])
+    assert nmsolve.is_nm(w, 2, 4)
+    assert not nmsolve.is_nm(w, 2, 4, exact=True)
+    assert not nmsolve.is_nm(w, 1, 4)
+    with pytest.raises(TypeError, match="boolean or numeric"):
+        nmsolve.is_nm(np.array(["a"] * 4), 2, 4)
+    with pytest.raises(ValueError, match="0-d"):
+        nmsolve.is_nm(np.array(True), 2, 4)
+
+
+def test_huge_input_is_processed_without_copies_of_the_scores():
+    x = np.random.default_rng(5).random((2048, 4096), dtype=np.float32)  # 32 MiB
+    mask = nmsolve.nm_mask(x, 2, 4)
+    assert mask.shape == x.shape and nmsolve.is_nm(mask, 2, 4, exact=True)
+    np.testing.assert_array_equal(mask[:3], nm_mask_sorted(x[:3], 2, 4))
+
+
+# --------------------------------------------------------------------------- combinations
+
+
+@pytest.mark.parametrize(("n", "m"), [(1, 1), (1, 4), (2, 4), (3, 4), (4, 8), (3, 7), (8, 16)])
+def test_combinations_match_itertools(n, m):
+    table = nmsolve.combinations(n, m)
+    expected = [tuple(np.flatnonzero(row)) for row in table]
+    assert expected == list(itertools.combinations(range(m), n))
+    assert table.dtype == bool and not table.flags.writeable
+    assert nmsolve.combinations(n, m) is table  # cached
+
+
+def test_combinations_reject_huge_tables():
+    with pytest.raises(ValueError, match=r"C\(32, 16\) = 601080390 combinations"):
+        nmsolve.combinations(16, 32)
+
+
+@given(scores_and_pattern(elements=st.integers(-1000, 1000).map(float)))
+def test_best_combination_mask_equals_nm_mask(case):
+    x, n, m = case
+    if math.comb(m, n) > 5000:
+        return
+    scores = nmsolve.combination_scores(x, n, m)
+    assert scores.shape == (x.shape[0], x.shape[1] // m, math.comb(m, n))
+    mask = nmsolve.combination_mask(nmsolve.best_combination(scores), n, m)
+    np.testing.assert_array_equal(mask, nmsolve.nm_mask(x, n, m))
+
+
+def test_combination_mask_union_of_alive_sets():
+    alive = np.zeros((1, 2, 6), dtype=bool)
+    alive[0, 0, [0, 5]] = True  # {0,1} | {2,3}
+    alive[0, 1, 3] = True  # {1,2}
+    np.testing.assert_array_equal(nmsolve.combination_mask(alive, 2, 4), [[1, 1, 1, 1, 0, 1, 1, 0]])
+    with pytest.raises(ValueError, match=r"\(\.\.\., G, 6\)"):
+        nmsolve.combination_mask(alive[..., :5], 2, 4)
+    with pytest.raises(ValueError, match=r"\[0, 6\)"):
+        nmsolve.combination_mask(np.array([6]), 2, 4)
+    with pytest.raises(TypeError, match="integer indices or booleans"):
+        nmsolve.combination_mask(np.array([0.5]), 2, 4)
+
+
+def test_combination_mask_axis():
+    idx = np.array([[0, 5], [1, 2]])  # (rows, groups)
+    mask = nmsolve.combination_mask(idx, 2, 4, axis=0)
+    assert mask.shape == (8, 2)
+    np.testing.assert_array_equal(mask[:, 0], [1, 1, 0, 0, 0, 0, 1, 1])
+
+
+def test_best_combination_rejects_nan():
+    with pytest.raises(ValueError, match="combo_scores contains NaN"):
+        nmsolve.best_combination(np.array([[1.0, np.nan]]))
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_kept_magnitude_and_fraction():
+    w = np.array([[1.0, -2.0, 3.0, -4.0]])
+    mask = nmsolve.magnitude_mask(w, 2, 4)
+    assert nmsolve.kept_magnitude(w, mask) == 7.0
+    assert nmsolve.kept_fraction(w, mask) == pytest.approx(0.7)
+    assert nmsolve.kept_fraction(np.zeros((2, 4)), np.zeros((2, 4), bool)) == 1.0
+    with pytest.raises(ValueError, match="shape"):
+        nmsolve.kept_fraction(w, mask[:, :2])
+    with pytest.raises(ValueError, match="NaN"):
+        nmsolve.kept_fraction(np.array([np.nan]), np.array([True]))

@@ -1,0 +1,82 @@
+"""Package-level guarantees: public names resolve, import stays light, the pure-Python path agrees."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import nmsolve
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env={**os.environ, **env}, check=False
+    )
+
+
+@pytest.mark.parametrize("name", nmsolve.__all__)
+def test_every_public_name_resolves_and_is_documented(name):
+    obj = getattr(nmsolve, name)
+    assert obj.__doc__ and len(obj.__doc__.strip()) > 20, f"{name} needs a docstring"
+
+
+def test_unknown_attribute_raises():
+    with pytest.raises(AttributeError, match="no attribute 'nm_maks'"):
+        nmsolve.nm_maks  # noqa: B018
+
+
+def test_import_is_light():
+    heavy = ("numba", "torch", "scipy", "networkx", "ortools")
+    code = f"import sys, nmsolve; print(sorted(m for m in {heavy} if m in sys.modules))"
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_kernels_agree_without_jit():
+    """The oracle tests pass with NUMBA_DISABLE_JIT=1, proving the kernels' logic as plain Python."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_nm.py",
+            "-k",
+            "oracle or ties or inf or nan or pad or views or empty",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "NUMBA_DISABLE_JIT": "1", "HYPOTHESIS_PROFILE": "dev"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout
+
+
+def test_warmup_compiles_without_error():
+    nmsolve.warmup()
+
+
+def test_cli_demo_runs_on_gaussian_and_rejects_bad_pattern(capsys):
+    from nmsolve.cli import main
+
+    assert main(["demo", "--source", "gaussian", "--n", "1", "--m", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "nm 1:4" in out and "yes" in out and "NO" not in out
+    assert main(["demo", "--n", "5", "--m", "4"]) == 2
+    assert "0 < n <= m, got n=5, m=4" in capsys.readouterr().err
+
+
+def test_bench_smoke(tmp_path):
+    from bench.__main__ import available, main
+
+    assert "nm_mask" in available()
+    assert main(["nm_mask", "--quick"]) == 0
