@@ -35,6 +35,35 @@ _EXPORTS: dict[str, str] = {
     "WeightLayout": "nmsolve.layout",
     "kept_magnitude": "nmsolve.metrics",
     "kept_fraction": "nmsolve.metrics",
+    "fanin_mask": "nmsolve.fanin",
+    "fanin_for_sparsity": "nmsolve.fanin",
+    "is_constant_fanin": "nmsolve.fanin",
+    "CondensedMatrix": "nmsolve.fanin",
+    "condense": "nmsolve.fanin",
+    "condensed_linear": "nmsolve.fanin",
+    "cosine_drop_fraction": "nmsolve.fanin",
+    "rigl_update": "nmsolve.fanin",
+    "RigLStep": "nmsolve.fanin",
+    "mask_diversity": "nmsolve.diversity",
+    "MaskDiversity": "nmsolve.diversity",
+    "transposable_tile_count": "nmsolve.diversity",
+    "transposable_tile_log10": "nmsolve.diversity",
+    "prune_checkpoint": "nmsolve.checkpoint",
+    "checkpoint_report": "nmsolve.checkpoint",
+    "open_checkpoint": "nmsolve.checkpoint",
+    "write_checkpoint": "nmsolve.checkpoint",
+    "transposable_mask": "nmsolve.transposable",
+    "is_transposable": "nmsolve.transposable",
+    "transposable_report": "nmsolve.transposable",
+    "TransposableResult": "nmsolve.transposable",
+    "bimask_permutation": "nmsolve.permutation",
+    "bimask_masks": "nmsolve.permutation",
+    "BiMaskResult": "nmsolve.permutation",
+    "channel_permutation": "nmsolve.permutation",
+    "ChannelPermutationResult": "nmsolve.permutation",
+    "unstructured_to_nm": "nmsolve.convert",
+    "ConversionResult": "nmsolve.convert",
+    "expected_retention": "nmsolve.convert",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -55,6 +84,20 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # static analysers see ordinary imports
     from nmsolve._jit import warmup
+    from nmsolve.checkpoint import checkpoint_report, open_checkpoint, prune_checkpoint, write_checkpoint
+    from nmsolve.convert import ConversionResult, expected_retention, unstructured_to_nm
+    from nmsolve.diversity import MaskDiversity, mask_diversity, transposable_tile_count, transposable_tile_log10
+    from nmsolve.fanin import (
+        CondensedMatrix,
+        RigLStep,
+        condense,
+        condensed_linear,
+        cosine_drop_fraction,
+        fanin_for_sparsity,
+        fanin_mask,
+        is_constant_fanin,
+        rigl_update,
+    )
     from nmsolve.layout import WeightLayout, apply_2d, weight_from_2d, weight_to_2d
     from nmsolve.metrics import kept_fraction, kept_magnitude
     from nmsolve.nm import (
@@ -66,3 +109,11 @@ if TYPE_CHECKING:  # static analysers see ordinary imports
         magnitude_mask,
         nm_mask,
     )
+    from nmsolve.permutation import (
+        BiMaskResult,
+        ChannelPermutationResult,
+        bimask_masks,
+        bimask_permutation,
+        channel_permutation,
+    )
+    from nmsolve.transposable import TransposableResult, is_transposable, transposable_mask, transposable_report

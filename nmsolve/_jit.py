@@ -28,7 +28,13 @@ CACHE = os.environ.get("NMSOLVE_NUMBA_CACHE", "1") != "0"
 prange = numba.prange
 
 # Modules whose private ``_warmup()`` compiles their hot kernels; ``warmup()`` visits them in order.
-WARMUP_MODULES: tuple[str, ...] = ("nmsolve.nm",)
+WARMUP_MODULES: tuple[str, ...] = (
+    "nmsolve.nm",
+    "nmsolve.fanin",
+    "nmsolve.training.srste",
+    "nmsolve.transposable",
+    "nmsolve.permutation",
+)
 
 
 def kernel(*, parallel: bool = False) -> Callable[[F], F]:

@@ -28,7 +28,13 @@ def demo_methods(n: int, m: int) -> list[tuple[str, Callable[[np.ndarray], np.nd
     """The (label, weights -> mask) pairs the demo compares; solvers add themselves here."""
     import nmsolve
 
-    return [(f"nm {n}:{m} (magnitude)", lambda w: nmsolve.magnitude_mask(w, n, m))]
+    methods = [(f"nm {n}:{m} (magnitude)", lambda w: nmsolve.magnitude_mask(w, n, m))]
+    if n < m:  # transposable: N:M along rows and columns (the demo checks it with is_nm along rows)
+        methods += [
+            ("transposable mcf", lambda w: nmsolve.transposable_mask(w, n, m, pad=True)),
+            ("transposable approx", lambda w: nmsolve.transposable_mask(w, n, m, method="approx", pad=True)),
+        ]
+    return methods
 
 
 def _demo_matrices(source: str) -> dict[str, np.ndarray]:
@@ -101,8 +107,29 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[Any]], file: Any 
             print("  ".join("-" * w for w in widths), file=file)
 
 
+def _from_checkpoint(attr: str) -> Callable[[Any], Any]:
+    """A function of nmsolve.checkpoint, imported on first call (keeps ``nmsolve --help`` light)."""
+
+    def call(arg: Any) -> Any:
+        from nmsolve import checkpoint
+
+        return getattr(checkpoint, attr)(arg)
+
+    return call
+
+
 COMMANDS: dict[str, Command] = {
     "demo": ("compute N:M masks for a built-in real weight matrix and print a report", _add_demo_arguments, _run_demo),
+    "prune": (
+        "prune a checkpoint (.safetensors, .npz, .pt) to N:M or transposable N:M and write a new one",
+        _from_checkpoint("add_prune_arguments"),
+        _from_checkpoint("run_prune"),
+    ),
+    "report": (
+        "how far each tensor of a checkpoint is from N:M / transposable N:M, and what each method keeps",
+        _from_checkpoint("add_report_arguments"),
+        _from_checkpoint("run_report"),
+    ),
 }
 
 

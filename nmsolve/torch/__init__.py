@@ -1,0 +1,78 @@
+"""The thin torch adapter: attach N:M masks to ``nn.Module`` s and train with them.
+
+``import nmsolve.torch`` imports torch (``import nmsolve`` never does). Names load lazily from the
+submodules listed in ``_EXPORTS``; a training method is added by one line there.
+
+* :func:`sparsify`, :func:`bake`, :func:`remove_masks`, :func:`get_masks`, :func:`load_state_dict`,
+  :func:`to_semi_structured` (:mod:`nmsolve.torch.adapter`): one-shot masks on a model.
+* :class:`SparseTraining` / :class:`NMTraining` (:mod:`nmsolve.torch.training`): the base of the
+  training methods :class:`SRSTE`, :class:`LBC`, :class:`BiMask`, :class:`TransposableTraining`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+import torch  # nmsolve.torch requires torch: fail here with the plain ImportError
+
+_EXPORTS: dict[str, str] = {
+    "sparsify": "nmsolve.torch.adapter",
+    "bake": "nmsolve.torch.adapter",
+    "remove_masks": "nmsolve.torch.adapter",
+    "get_masks": "nmsolve.torch.adapter",
+    "load_state_dict": "nmsolve.torch.adapter",
+    "to_semi_structured": "nmsolve.torch.adapter",
+    "select_layers": "nmsolve.torch.adapter",
+    "attach_mask": "nmsolve.torch.adapter",
+    "MaskParametrization": "nmsolve.torch.adapter",
+    "SparsityReport": "nmsolve.torch.adapter",
+    "LayerReport": "nmsolve.torch.adapter",
+    "SparseTraining": "nmsolve.torch.training",
+    "NMTraining": "nmsolve.torch.training",
+    "Layer": "nmsolve.torch.training",
+    "SRigL": "nmsolve.torch.srigl",
+    "CondensedLinear": "nmsolve.torch.srigl",
+    "condense_model": "nmsolve.torch.srigl",
+    "SRSTE": "nmsolve.torch.srste",
+    "LBC": "nmsolve.torch.lbc",
+    "BiMask": "nmsolve.torch.bimask",
+    "TransposableTraining": "nmsolve.torch.transposable",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nmsolve.torch' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:
+    from nmsolve.torch.adapter import (
+        LayerReport,
+        MaskParametrization,
+        SparsityReport,
+        attach_mask,
+        bake,
+        get_masks,
+        load_state_dict,
+        remove_masks,
+        select_layers,
+        sparsify,
+        to_semi_structured,
+    )
+    from nmsolve.torch.bimask import BiMask
+    from nmsolve.torch.lbc import LBC
+    from nmsolve.torch.srigl import CondensedLinear, SRigL, condense_model
+    from nmsolve.torch.srste import SRSTE
+    from nmsolve.torch.training import Layer, NMTraining, SparseTraining
+    from nmsolve.torch.transposable import TransposableTraining

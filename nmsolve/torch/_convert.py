@@ -1,0 +1,27 @@
+"""The tensor <-> numpy boundary of the torch adapter: the only place where tensors become arrays."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A read-only-by-convention numpy view (CPU float32 tensors: no copy) of ``tensor``'s values.
+
+    float16/bfloat16 are widened to float32 (exact), other devices are copied to the host.
+    """
+    t = tensor.detach()
+    if t.dtype in (torch.float16, torch.bfloat16):
+        t = t.float()
+    return t.cpu().numpy()
+
+
+def to_mask(mask: Any, like: torch.Tensor) -> torch.Tensor:
+    """A numpy (or torch) mask as a tensor on ``like``'s device and dtype (1 = kept, 0 = pruned)."""
+    if isinstance(mask, torch.Tensor):
+        return mask.to(device=like.device, dtype=like.dtype)
+    arr = np.ascontiguousarray(mask)
+    return torch.from_numpy(arr).to(device=like.device, dtype=like.dtype)

@@ -1,0 +1,601 @@
+"""Attach N:M masks to torch modules, make them permanent, save and load them.
+
+Masks are attached with :mod:`torch.nn.utils.parametrize`: ``layer.weight`` becomes
+``original * mask`` while the optimiser keeps updating the original (dense) parameter. The mask is a
+buffer of the parametrization, stored in the weight's dtype and on its device, so it follows
+``model.to(...)`` and appears in ``model.state_dict()`` under
+``"<layer>.parametrizations.weight.0.mask"`` (the dense weight under
+``"<layer>.parametrizations.weight.original"``). To load such a state dict into a fresh model, use
+:func:`load_state_dict`, which attaches empty masks first. :func:`bake` turns the masks into plain
+weights with zeros and removes the parametrizations, after which the state dict has the usual keys.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from nmsolve._validate import check_nm
+from nmsolve.metrics import kept_fraction
+from nmsolve.torch._convert import to_mask, to_numpy
+
+DEFAULT_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d)
+
+MASK_KEY = "parametrizations.weight.0.mask"
+BACKWARD_MASK_KEY = "parametrizations.weight.0.backward_mask"
+
+
+# --------------------------------------------------------------------------- the parametrization
+
+
+class _MaskedWeight(torch.autograd.Function):
+    """``W * mask`` (from the parametrization's cache) whose backward can pass the gradient straight
+    through and/or keep a copy of it."""
+
+    @staticmethod
+    def forward(ctx: Any, weight: torch.Tensor, mask: torch.Tensor, owner: MaskParametrization) -> torch.Tensor:
+        ctx.save_for_backward(mask)
+        ctx.owner = owner
+        return owner.masked_weight(weight)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
+        (mask,) = ctx.saved_tensors
+        owner = ctx.owner
+        if owner.capture_grad:
+            # gradient with respect to the masked weight, dense (RigL growth, LBC score gradients)
+            owner.dense_grad = grad.detach() if owner.dense_grad is None else owner.dense_grad + grad.detach()
+        return (grad if owner.straight_through else grad * mask), None, None
+
+
+class MaskParametrization(nn.Module):
+    """``weight -> weight * mask``, the parametrization that every mask in ``nmsolve.torch`` uses.
+
+    Parameters
+    ----------
+    mask : torch.Tensor
+        1 where a weight is kept, 0 where it is pruned; stored in the weight's dtype and device.
+    straight_through : bool, default False
+        If True the gradient of the masked weight reaches the dense weight unmasked (the
+        straight-through estimator of SR-STE, Bi-Mask, transposable training); if False pruned
+        weights receive zero gradient.
+    backward_mask : torch.Tensor, optional
+        A second mask for methods whose backward pass uses another mask (Bi-Mask); stored so that
+        it is saved and loaded with the model.
+
+    Attributes
+    ----------
+    capture_grad : bool
+        When True, each backward pass stores the dense gradient with respect to the masked weight in
+        ``dense_grad`` (summed over backward passes until reset to None).
+
+    Notes
+    -----
+    ``weight * mask`` is kept in a cache that is rewritten in place only when the weight, the mask
+    or the cache itself changed (tracked by torch's version counters), so several accesses per
+    step (shared weights, evaluation) cost one multiplication and no new allocation. Code that
+    writes the mask or the cache without torch (numpy views) calls :meth:`mark_cache_valid` or
+    :meth:`invalidate`.
+    """
+
+    def __init__(
+        self, mask: torch.Tensor, *, straight_through: bool = False, backward_mask: torch.Tensor | None = None
+    ) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask)
+        self.register_buffer("backward_mask", backward_mask)
+        self.straight_through = straight_through
+        self.capture_grad = False
+        self.dense_grad: torch.Tensor | None = None
+        self._cache: torch.Tensor | None = None
+        self._key: tuple[Any, ...] | None = None
+
+    def _cache_key(self, weight: torch.Tensor) -> tuple[Any, ...]:
+        cache = self._cache
+        assert cache is not None
+        return (weight._version, weight.data_ptr(), self.mask._version, self.mask.data_ptr(), cache._version)
+
+    def cache_for(self, weight: torch.Tensor) -> torch.Tensor:
+        """The cache tensor for ``weight`` (allocated on its device and dtype when needed), unfilled."""
+        cache = self._cache
+        if cache is None or cache.shape != weight.shape or cache.dtype != weight.dtype or cache.device != weight.device:
+            self._cache = cache = torch.empty_like(weight, memory_format=torch.contiguous_format)
+            self._key = None
+        return cache
+
+    def mark_cache_valid(self, weight: torch.Tensor) -> None:
+        """Declare that the cache holds ``weight * mask`` (after writing it through a numpy view)."""
+        cache = self.cache_for(weight)
+        torch.autograd.graph.increment_version(cache)  # graphs holding the old values must notice
+        torch.autograd.graph.increment_version(self.mask)
+        self._key = self._cache_key(weight)
+
+    def invalidate(self) -> None:
+        """Force the next access to recompute ``weight * mask``."""
+        self._key = None
+
+    def masked_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        """``weight * mask`` from the cache, recomputed in place if anything changed (no autograd)."""
+        cache = self.cache_for(weight)
+        if self._key != self._cache_key(weight):
+            with torch.no_grad():
+                torch.mul(weight, self.mask, out=cache)
+            self._key = self._cache_key(weight)
+        return cache.detach()  # an alias sharing storage and version counter with the cache
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and weight.requires_grad:
+            return _MaskedWeight.apply(weight, self.mask, self)
+        return self.masked_weight(weight)
+
+    def extra_repr(self) -> str:
+        return f"straight_through={self.straight_through}"
+
+
+def mask_parametrization(module: nn.Module) -> MaskParametrization | None:
+    """The :class:`MaskParametrization` attached to ``module.weight``, or None."""
+    if not parametrize.is_parametrized(module, "weight"):
+        return None
+    for p in module.parametrizations.weight:  # type: ignore[union-attr]
+        if isinstance(p, MaskParametrization):
+            return p
+    return None
+
+
+def dense_weight(module: nn.Module) -> torch.Tensor:
+    """The trainable dense weight of ``module``: the parametrization's original, or the plain weight."""
+    if parametrize.is_parametrized(module, "weight"):
+        return module.parametrizations.weight.original  # type: ignore[union-attr,return-value]
+    return module.weight  # type: ignore[return-value]
+
+
+def attach_mask(
+    module: nn.Module, mask: Any, *, straight_through: bool = False, backward_mask: Any = None
+) -> MaskParametrization:
+    """Attach ``mask`` (numpy or torch, weight-shaped) to ``module.weight``; return the parametrization."""
+    weight = module.weight
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{type(module).__name__} has no weight tensor to mask")
+    if mask_parametrization(module) is not None:
+        raise ValueError(
+            f"this {module_kind(module)} already has a mask; call bake(model) or remove_masks(model) before "
+            "attaching another"
+        )
+    t = to_mask(mask, weight)
+    if t.shape != weight.shape:
+        raise ValueError(f"mask has shape {tuple(t.shape)} but the weight has shape {tuple(weight.shape)}")
+    b = None if backward_mask is None else to_mask(backward_mask, weight)
+    p = MaskParametrization(t, straight_through=straight_through, backward_mask=b)
+    parametrize.register_parametrization(module, "weight", p)
+    return p
+
+
+def masked_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module, MaskParametrization]]:
+    """``(name, module, parametrization)`` for every module of ``model`` that carries a mask."""
+    for name, module in model.named_modules():
+        p = mask_parametrization(module)
+        if p is not None:
+            yield name, module, p
+
+
+def bake(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Make every mask permanent: weights become ``weight * mask`` and the parametrizations are removed.
+
+    The weight parameters keep their identity (an optimiser that holds them stays valid).
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        The masks that were baked, by module name (weight dtype and device).
+
+    Examples
+    --------
+    >>> import torch, nmsolve.torch as nt
+    >>> model = torch.nn.Sequential(torch.nn.Linear(8, 4))
+    >>> _ = nt.sparsify(model, 2, 4)
+    >>> masks = nt.bake(model)
+    >>> sorted(model.state_dict()), int((model[0].weight != 0).sum())
+    (['0.bias', '0.weight'], 16)
+    """
+    baked = {}
+    for name, module, p in list(masked_modules(model)):
+        baked[name] = p.mask.detach().clone()
+        bake_module(module)
+    return baked
+
+
+def bake_module(module: nn.Module) -> None:
+    """Remove the mask of ``module`` and multiply its weight by it in place (identity kept)."""
+    p = mask_parametrization(module)
+    if p is None:
+        raise ValueError(f"this {module_kind(module)} has no mask to bake")
+    mask = p.mask
+    parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+    with torch.no_grad():
+        module.weight.mul_(mask.to(module.weight.dtype))
+
+
+def remove_masks(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Remove every mask and restore the dense weights (the opposite of :func:`bake`)."""
+    removed = {}
+    for name, module, p in list(masked_modules(model)):
+        removed[name] = p.mask.detach().clone()
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+    return removed
+
+
+def get_masks(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The attached masks by module name (the live buffers: do not modify them in place)."""
+    return {name: p.mask for name, _, p in masked_modules(model)}
+
+
+def load_state_dict(model: nn.Module, state_dict: Mapping[str, Any], *, strict: bool = True) -> Any:
+    """Load a state dict saved from a model with masks into ``model`` (with or without masks attached).
+
+    For every ``"<layer>.parametrizations.weight.0.mask"`` key whose layer has no mask yet, a mask
+    is attached first, so that ``model.load_state_dict`` finds every key. Returns what
+    ``model.load_state_dict`` returns.
+
+    Examples
+    --------
+    >>> import torch, nmsolve.torch as nt
+    >>> a, b = torch.nn.Linear(8, 4), torch.nn.Linear(8, 4)
+    >>> _ = nt.sparsify(a, 2, 4)
+    >>> _ = nt.load_state_dict(b, a.state_dict())
+    >>> bool(torch.equal(a.weight, b.weight))
+    True
+    """
+    modules = dict(model.named_modules())
+    for key in state_dict:
+        if not key.endswith(MASK_KEY):
+            continue
+        name = key[: -len(MASK_KEY)].rstrip(".")
+        module = modules.get(name)
+        if module is None or mask_parametrization(module) is not None:
+            continue  # unknown layers are left to load_state_dict's own error
+        back_key = key[: -len(MASK_KEY)] + BACKWARD_MASK_KEY
+        back = torch.ones_like(module.weight) if back_key in state_dict else None
+        attach_mask(module, torch.ones_like(module.weight), backward_mask=back)
+    return model.load_state_dict(state_dict, strict=strict)
+
+
+# --------------------------------------------------------------------------- layer selection
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    """One line of a :class:`SparsityReport`.
+
+    Attributes
+    ----------
+    name : str
+        Qualified module name (``model.named_modules()``).
+    kind : str
+        Module type, e.g. ``"Linear"``.
+    shape : tuple of int
+        Weight shape.
+    pattern : str
+        e.g. ``"2:4"``, ``"2:4 transposable"``; empty for skipped layers.
+    masked : bool
+        Whether a mask was attached.
+    reason : str
+        Why a layer was skipped (empty when masked).
+    density : float
+        Fraction of weights kept (1.0 for skipped layers).
+    kept_fraction : float
+        Fraction of ``sum |W|`` kept (1.0 for skipped layers).
+    """
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    pattern: str = ""
+    masked: bool = False
+    reason: str = ""
+    density: float = 1.0
+    kept_fraction: float = 1.0
+
+
+@dataclass(frozen=True)
+class SparsityReport:
+    """Per-layer outcome of :func:`sparsify` or of a training method; ``str(report)`` is a table."""
+
+    layers: tuple[LayerReport, ...] = field(default_factory=tuple)
+
+    @property
+    def masked(self) -> tuple[LayerReport, ...]:
+        return tuple(r for r in self.layers if r.masked)
+
+    @property
+    def skipped(self) -> tuple[LayerReport, ...]:
+        return tuple(r for r in self.layers if not r.masked)
+
+    @property
+    def density(self) -> float:
+        """Kept fraction of all weights in the reported layers (skipped layers count as dense)."""
+        total = sum(int(np.prod(r.shape)) for r in self.layers)
+        kept = sum(r.density * int(np.prod(r.shape)) for r in self.layers)
+        return kept / total if total else 1.0
+
+    def __str__(self) -> str:
+        head = f"{'layer':<28} {'type':<10} {'shape':<18} {'pattern':<18} {'density':>7} {'kept |W|':>8}  note"
+        lines = [head, "-" * len(head)]
+        for r in self.layers:
+            shape = "x".join(map(str, r.shape))
+            lines.append(
+                f"{r.name or '<model>':<28} {r.kind:<10} {shape:<18} {r.pattern or '-':<18} "
+                f"{r.density:>7.3f} {r.kept_fraction:>8.3f}  {r.reason}"
+            )
+        return "\n".join(lines)
+
+
+def _patterns(value: str | Sequence[str] | None, name: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return (value,)
+    out = tuple(value)
+    if not all(isinstance(v, str) for v in out):
+        raise TypeError(
+            f"{name} must be a glob pattern or a sequence of glob patterns (e.g. 'encoder.*'), got {value!r}"
+        )
+    return out
+
+
+def select_layers(
+    model: nn.Module,
+    *,
+    include: str | Sequence[str] | None = None,
+    exclude: str | Sequence[str] | None = None,
+    types: Iterable[type[nn.Module]] = DEFAULT_TYPES,
+    dense_first_last: bool = False,
+) -> tuple[list[tuple[str, nn.Module]], list[LayerReport]]:
+    """Layers to sparsify and the layers left dense (with why), in ``named_modules()`` order.
+
+    ``include``/``exclude`` are :func:`fnmatch.fnmatchcase` glob patterns matched against the
+    qualified module name (``"encoder.*"``, ``"*.fc2"``); a layer is chosen when its type is one of
+    ``types``, it matches some ``include`` pattern (all do when None) and no ``exclude`` pattern.
+    ``dense_first_last`` keeps the first and the last chosen layer dense, as most published N:M
+    training does.
+    """
+    inc, exc = _patterns(include, "include"), _patterns(exclude, "exclude")
+    types = tuple(types)
+    if not types or not all(isinstance(t, type) and issubclass(t, nn.Module) for t in types):
+        raise TypeError(f"types must be a non-empty sequence of nn.Module subclasses, got {types!r}")
+    chosen: list[tuple[str, nn.Module]] = []
+    skipped: list[LayerReport] = []
+    for name, module in model.named_modules():
+        if not isinstance(module, types):
+            continue
+        shape = tuple(module.weight.shape)
+        kind = module_kind(module)
+        if inc is not None and not any(fnmatch.fnmatchcase(name, p) for p in inc):
+            skipped.append(LayerReport(name, kind, shape, reason="not matched by include"))
+        elif exc is not None and any(fnmatch.fnmatchcase(name, p) for p in exc):
+            skipped.append(LayerReport(name, kind, shape, reason="matched by exclude"))
+        else:
+            chosen.append((name, module))
+    if dense_first_last and chosen:
+        ends = {0: "first layer kept dense", len(chosen) - 1: "last layer kept dense"}
+        for i in sorted(ends, reverse=True):
+            name, module = chosen.pop(i)
+            skipped.append(LayerReport(name, module_kind(module), tuple(module.weight.shape), reason=ends[i]))
+    return chosen, skipped
+
+
+def module_kind(module: nn.Module) -> str:
+    """The module's class name (``"Linear"``, not parametrize's ``"ParametrizedLinear"``)."""
+    cls = type(module)
+    if parametrize.is_parametrized(module) and cls.__name__.startswith("Parametrized"):
+        cls = cls.__bases__[0]
+    return cls.__name__
+
+
+def layer_report(
+    name: str, module: nn.Module, mask: torch.Tensor | None, pattern: str, reason: str = ""
+) -> LayerReport:
+    """A :class:`LayerReport` for ``module`` with ``mask`` (None: skipped with ``reason``)."""
+    kind, shape = module_kind(module), tuple(module.weight.shape)
+    if mask is None:
+        return LayerReport(name, kind, shape, reason=reason)
+    dense = dense_weight(module)
+    keep = to_numpy(mask) != 0
+    return LayerReport(
+        name,
+        kind,
+        shape,
+        pattern=pattern,
+        masked=True,
+        density=float(keep.mean()) if keep.size else 1.0,
+        kept_fraction=kept_fraction(to_numpy(dense), keep),
+    )
+
+
+def sort_report(layers: Iterable[LayerReport], model: nn.Module) -> SparsityReport:
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    return SparsityReport(tuple(sorted(layers, key=lambda r: order.get(r.name, len(order)))))
+
+
+# --------------------------------------------------------------------------- one-shot masks
+
+
+def _nm(weight: np.ndarray, n: int, m: int, pad: bool, options: Mapping[str, Any]) -> np.ndarray:
+    from nmsolve.nm import nm_mask
+
+    return nm_mask(np.abs(weight), n, m, axis=1, pad=pad)
+
+
+_HOMES = {
+    "transposable_mask": "nmsolve.transposable",
+    "bimask_permutation": "nmsolve.permutation",
+    "bimask_masks": "nmsolve.permutation",
+}
+
+
+def require(name: str) -> Any:
+    """The public solver ``nmsolve.<name>`` (from its module if not exported yet), or a clear error."""
+    import nmsolve
+
+    try:
+        return getattr(nmsolve, name)
+    except AttributeError:
+        pass
+    try:
+        return getattr(importlib.import_module(_HOMES[name]), name)
+    except (KeyError, ImportError, AttributeError):
+        raise RuntimeError(f"nmsolve.{name} is not available in this installation of nmsolve") from None
+
+
+def _transposable(weight: np.ndarray, n: int, m: int, pad: bool, options: Mapping[str, Any]) -> np.ndarray:
+    from nmsolve.layout import weight_from_2d, weight_to_2d
+
+    matrix, layout = weight_to_2d(weight)
+    return weight_from_2d(require("transposable_mask")(matrix, n, m, pad=pad, **options), layout)
+
+
+_METHODS: dict[str, Callable[[np.ndarray, int, int, bool, Mapping[str, Any]], np.ndarray]] = {
+    "nm": _nm,
+    "transposable": _transposable,
+}
+
+
+def ragged_reason(module: nn.Module, m: int, *, pad: bool, both_axes: bool = False) -> str:
+    """Why ``module`` cannot take an m-grouped mask on its channel-last 2-D view ('' if it can)."""
+    shape = tuple(module.weight.shape)
+    if len(shape) < 2:
+        return f"weight is {len(shape)}-d; only (out, in, *kernel) weights are masked"
+    rows, cols = shape[0] * int(np.prod(shape[2:], dtype=np.int64)), shape[1]
+    if both_axes and (rows % m or cols % m) and not pad:
+        return f"2-D view {rows}x{cols} is not a multiple of m={m} on both axes (pass pad=True to pad)"
+    if cols % m and not pad:
+        return f"in={cols} is not a multiple of m={m} (pass pad=True to pad the last group)"
+    return ""
+
+
+def sparsify(
+    model: nn.Module,
+    n: int = 2,
+    m: int = 4,
+    *,
+    method: str = "nm",
+    include: str | Sequence[str] | None = None,
+    exclude: str | Sequence[str] | None = None,
+    types: Iterable[type[nn.Module]] = DEFAULT_TYPES,
+    dense_first_last: bool = False,
+    pad: bool = False,
+    scores: Callable[[str, nn.Module], Any] | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> SparsityReport:
+    """Attach N:M masks to the Linear/Conv layers of ``model`` (in place) and report per layer.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Modified in place: each chosen layer's ``weight`` becomes ``original * mask`` via
+        :mod:`torch.nn.utils.parametrize`; training continues on the original weights.
+    n, m : int
+        Keep ``n`` of every ``m`` consecutive weights along ``in`` (the channel-last view of a conv).
+    method : {"nm", "transposable"}
+        ``"nm"``: the ``n`` largest scores of every group (:func:`nmsolve.nm_mask`);
+        ``"transposable"``: N:M along both axes of the 2-D view (:func:`nmsolve.transposable_mask`,
+        ``options={"method": "approx"}`` picks its fast solver).
+    include, exclude : str or sequence of str, optional
+        Glob patterns on qualified module names (see :func:`select_layers`).
+    types : sequence of nn.Module subclasses, default (Linear, Conv2d)
+    dense_first_last : bool, default False
+        Keep the first and last chosen layers dense.
+    pad : bool, default False
+        Layers whose ``in`` is not a multiple of ``m`` are skipped with a reason (False) or get a
+        padded last group that keeps ``min(n, len)`` entries (True; ``"nm"`` only).
+    scores : callable(name, module) -> array, optional
+        Scores in the weight's shape (default ``|W|``), e.g. a Wanda-style ``|W| * ||x||``.
+    options : mapping, optional
+        Extra keyword options of the solver (e.g. ``{"method": "approx"}`` for transposable).
+
+    Returns
+    -------
+    SparsityReport
+        Shape, pattern, density and kept magnitude of every masked layer; skipped layers and why.
+
+    Examples
+    --------
+    >>> import torch, nmsolve.torch as nt
+    >>> model = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    >>> report = nt.sparsify(model, 2, 4)
+    >>> [(r.name, r.masked, r.density) for r in report.layers]
+    [('0', True, 0.5), ('2', True, 0.5)]
+    >>> bool((model[0].weight != 0).sum() == 64)
+    True
+    """
+    n, m = check_nm(n, m)
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {sorted(_METHODS)}, got {method!r}")
+    opts = dict(options or {})
+    chosen, reports = select_layers(
+        model, include=include, exclude=exclude, types=types, dense_first_last=dense_first_last
+    )
+    pattern = f"{n}:{m}" + (" transposable" if method == "transposable" else "")
+    for name, module in chosen:
+        reason = ragged_reason(module, m, pad=pad, both_axes=method == "transposable")
+        if reason:
+            reports.append(layer_report(name, module, None, pattern, reason))
+            continue
+        w = to_numpy(module.weight)
+        s = w if scores is None else np.asarray(scores(name, module))
+        if s.shape != w.shape:
+            raise ValueError(f"scores for layer {name!r} have shape {s.shape}, expected the weight's {w.shape}")
+        mask = _METHODS[method](s, n, m, pad, opts)
+        attach_mask(module, mask)
+        reports.append(layer_report(name, module, mask_parametrization(module).mask, pattern))  # type: ignore[union-attr]
+    return sort_report(reports, model)
+
+
+# --------------------------------------------------------------------------- semi-structured export
+
+
+def to_semi_structured(model: nn.Module, *, include: str | Sequence[str] | None = None) -> list[str]:
+    """Replace the weights of 2:4-sparse Linear layers by ``torch.sparse.to_sparse_semi_structured`` tensors.
+
+    Call after :func:`bake` on a CUDA model in float16/bfloat16 (sparse tensor cores, compute
+    capability 8.0 or newer). Linear layers whose weight is 2:4 along ``in`` (and that match
+    ``include``) are converted; the names of the converted layers are returned.
+
+    Raises
+    ------
+    RuntimeError
+        Masks still attached, a layer off CUDA, or no semi-structured support in this torch build.
+    """
+    from nmsolve.nm import is_nm
+
+    inc = _patterns(include, "include")
+    if any(True for _ in masked_modules(model)):
+        raise RuntimeError("masks are still attached; call nmsolve.torch.bake(model) before exporting")
+    try:
+        from torch.sparse import to_sparse_semi_structured
+    except ImportError as err:  # pragma: no cover - depends on the torch build
+        raise RuntimeError(f"this torch build has no torch.sparse.to_sparse_semi_structured ({err})") from None
+    done = []
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear) or (
+            inc is not None and not any(fnmatch.fnmatchcase(name, p) for p in inc)
+        ):
+            continue
+        w = module.weight
+        if w.shape[1] % 4 or not is_nm(to_numpy(w), 2, 4):
+            continue
+        if w.device.type != "cuda":
+            raise RuntimeError(
+                f"layer {name!r} is on {w.device.type}: to_sparse_semi_structured needs a CUDA GPU with sparse "
+                "tensor cores (compute capability >= 8.0); move the model with model.cuda().half() first"
+            )
+        module.weight = nn.Parameter(to_sparse_semi_structured(w.detach()), requires_grad=w.requires_grad)
+        done.append(name)
+    return done

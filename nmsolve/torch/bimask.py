@@ -1,0 +1,233 @@
+"""Bi-Mask training hook: forward mask F, backward mask B from a permutation search, custom autograd."""
+
+from __future__ import annotations
+
+import types
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from nmsolve._validate import as_rng
+from nmsolve.layout import weight_from_2d, weight_to_2d
+from nmsolve.nm import is_nm
+from nmsolve.torch._convert import to_numpy
+from nmsolve.torch.adapter import MaskParametrization, mask_parametrization, require
+from nmsolve.torch.srste import add_srste_term
+from nmsolve.torch.training import Layer, NMTraining
+from nmsolve.training.schedule import Every
+from nmsolve.training.srste import SRSTE_DECAY, check_decay
+
+
+class _BiMaskLinear(torch.autograd.Function):
+    """``y = x @ (W * F).T + b``; backward ``dX = dY @ (W * B)``, ``dW = dY.T @ x`` (dense), ``db``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, p: MaskParametrization):
+        ctx.save_for_backward(x, weight, p.backward_mask)
+        ctx.has_bias = bias is not None
+        return nn.functional.linear(x, p.masked_weight(weight), bias)
+
+    @staticmethod
+    def backward(ctx: Any, dy: torch.Tensor):
+        x, weight, back = ctx.saved_tensors
+        dx = dy @ (weight * back) if ctx.needs_input_grad[0] else None
+        dy2, x2 = dy.reshape(-1, dy.shape[-1]), x.reshape(-1, x.shape[-1])
+        dw = dy2.T @ x2 if ctx.needs_input_grad[1] else None
+        db = dy2.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return dx, dw, db, None
+
+
+class _BiMaskConv2d(torch.autograd.Function):
+    """Conv2d with ``W * F`` forward and ``W * B`` in the input gradient; weight gradient dense."""
+
+    @staticmethod
+    def forward(ctx: Any, x, weight, bias, p: MaskParametrization, conv: nn.Conv2d):  # type: ignore[no-untyped-def]
+        ctx.save_for_backward(x, weight, p.backward_mask)
+        ctx.conv = (conv.stride, conv.padding, conv.dilation, conv.groups)
+        ctx.has_bias = bias is not None
+        return nn.functional.conv2d(x, p.masked_weight(weight), bias, *ctx.conv)
+
+    @staticmethod
+    def backward(ctx: Any, dy: torch.Tensor):  # type: ignore[no-untyped-def]
+        x, weight, back = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.conv
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            dx = torch.nn.grad.conv2d_input(x.shape, weight * back, dy, stride, padding, dilation, groups)
+        if ctx.needs_input_grad[1]:
+            dw = torch.nn.grad.conv2d_weight(x, weight.shape, dy, stride, padding, dilation, groups)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            db = dy.sum((0, 2, 3))
+        return dx, dw, db, None, None
+
+
+def _linear_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    p = mask_parametrization(self)
+    weight = self.parametrizations.weight.original  # type: ignore[union-attr]
+    if not torch.is_grad_enabled():
+        return nn.functional.linear(x, p.masked_weight(weight), self.bias)  # type: ignore[union-attr]
+    return _BiMaskLinear.apply(x, weight, self.bias, p)
+
+
+def _conv2d_forward(self: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    p = mask_parametrization(self)
+    weight = self.parametrizations.weight.original  # type: ignore[union-attr]
+    if not torch.is_grad_enabled():
+        return self._conv_forward(x, p.masked_weight(weight), self.bias)  # type: ignore[union-attr]
+    return _BiMaskConv2d.apply(x, weight, self.bias, p, self)
+
+
+class BiMask(NMTraining):
+    """Bi-directional masks: N:M forward mask F, N:M backward mask B, and a permutation search.
+
+    F keeps the ``n`` largest ``|W|`` of every ``m`` along ``in`` (recomputed every step, as in
+    SR-STE). B is N:M along the output axis of the weight's 2-D view (the reduction axis of
+    ``dX = dY @ W``), taken on ``|W * F|`` after a row permutation and un-permuted
+    (:func:`nmsolve.bimask_masks`); the permutation is the best of ``candidates`` random ones
+    (:func:`nmsolve.bimask_permutation`), searched again every ``period`` steps. A custom autograd
+    function computes ``y`` with ``W * F``, the input gradient ``dX = dY @ (W * B)`` and the dense
+    weight gradient, to which :meth:`before_optimizer_step` adds the SR-STE term
+    ``decay * (1 - F) * W`` once.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Linear and Conv2d layers (numeric zero padding) are supported; their ``forward`` is replaced
+        while the method is attached (restored by :meth:`bake` / :meth:`remove`).
+    n, m : int, default 2, 4
+    period : int, default 100
+        T, steps between permutation searches.
+    candidates : int, default 100
+        K, random permutations tried per search.
+    decay : float, default 2e-4
+        SR-STE lambda.
+    rng : None, int or numpy Generator
+        Seed of the permutation search.
+    include, exclude, types, dense_first_last
+        See :func:`~nmsolve.torch.sparsify`. Layers whose 2-D view is not a multiple of ``m`` on
+        both axes are skipped with a reason.
+
+    References
+    ----------
+    Y. Zhang et al., "Bi-directional Masks for Efficient N:M Sparse Training", ICML 2023.
+
+    Examples
+    --------
+    >>> import torch, nmsolve.torch as nt
+    >>> model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+    >>> method = nt.BiMask(model, n=2, m=4, period=2, candidates=4, rng=0)
+    >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    >>> for _ in range(4):
+    ...     loss = model(torch.randn(16, 8)).square().mean()
+    ...     opt.zero_grad(); loss.backward()
+    ...     method.before_optimizer_step(); opt.step(); method.after_optimizer_step()
+    >>> method.check()
+    """
+
+    name: ClassVar[str] = "bimask"
+    straight_through: ClassVar[bool] = True
+    needs_square_groups: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        model: nn.Module,
+        n: int = 2,
+        m: int = 4,
+        *,
+        period: int = 100,
+        candidates: int = 100,
+        decay: float = SRSTE_DECAY,
+        rng: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if "pad" in kwargs:
+            raise TypeError("Bi-Mask needs full groups along both axes; pad is not supported")
+        self.schedule = Every(period)
+        self.candidates = candidates
+        self.decay = check_decay(decay)
+        self.rng = as_rng(rng)
+        self._search = require("bimask_permutation")
+        self._masks = require("bimask_masks")
+        super().__init__(model, n, m, **kwargs)
+
+    def skip_reason(self, name: str, module: nn.Module) -> str:
+        if not isinstance(module, (nn.Linear, nn.Conv2d)):
+            return f"Bi-Mask supports Linear and Conv2d, not {type(module).__name__}"
+        if isinstance(module, nn.Conv2d) and (isinstance(module.padding, str) or module.padding_mode != "zeros"):
+            return "Bi-Mask needs numeric zero padding on convolutions"
+        return super().skip_reason(name, module)
+
+    def setup_layer(self, layer: Layer) -> None:
+        layer.param.backward_mask = torch.ones_like(layer.mask)
+        self._search_and_refresh(layer)
+        forward = _conv2d_forward if isinstance(layer.module, nn.Conv2d) else _linear_forward
+        layer.module.forward = types.MethodType(forward, layer.module)
+
+    def _detach_layer(self, layer: Layer) -> None:
+        layer.module.__dict__.pop("forward", None)
+
+    def _search_and_refresh(self, layer: Layer) -> None:
+        """Search a new permutation (best of ``candidates``) and take F and B from the search."""
+        matrix, layout = weight_to_2d(self.weight_numpy(layer))
+        result = self._search(matrix, self.n, self.m, candidates=self.candidates, rng=self.rng)
+        layer.state["permutation"] = np.asarray(result.permutation)
+        layer.state["score"] = (int(result.score), int(result.identity_score), int(result.max_score))
+        self._set_masks(layer, result.forward_mask, result.backward_mask, layout)
+
+    def _refresh(self, layer: Layer) -> None:
+        """F and B of the current weights under the current permutation."""
+        matrix, layout = weight_to_2d(self.weight_numpy(layer))
+        fwd, back = self._masks(matrix, self.n, self.m, layer.state["permutation"])
+        self._set_masks(layer, fwd, back, layout)
+
+    def _set_masks(self, layer: Layer, fwd: Any, back: Any, layout: Any) -> None:
+        self.set_mask(layer, weight_from_2d(np.asarray(fwd), layout))
+        with torch.no_grad():
+            layer.param.backward_mask.copy_(
+                torch.from_numpy(np.ascontiguousarray(weight_from_2d(np.asarray(back), layout)))
+            )
+
+    def on_before_step(self, layer: Layer) -> None:
+        add_srste_term(layer, self.decay)
+
+    def on_after_step(self, layer: Layer) -> None:
+        if self.schedule.due(self.step):
+            self._search_and_refresh(layer)
+        else:
+            self._refresh(layer)
+
+    def backward_masks(self) -> dict[str, torch.Tensor]:
+        """The current backward masks B by layer name (clones; weight dtype and device)."""
+        return {name: layer.param.backward_mask.detach().clone() for name, layer in self.layers.items()}
+
+    def pattern(self, layer: Layer) -> str:
+        return f"{self.n}:{self.m} forward, {self.n}:{self.m} backward"
+
+    def is_valid(self, layer: Layer) -> bool:
+        fwd, _ = weight_to_2d(to_numpy(layer.mask) != 0)
+        back, _ = weight_to_2d(to_numpy(layer.param.backward_mask) != 0)
+        return bool(
+            is_nm(fwd, self.n, self.m, exact=True)
+            and is_nm(np.ascontiguousarray(back[layer.state["permutation"]].T), self.n, self.m)
+            and not (back & ~fwd).any()
+        )
+
+    def backward_kept(self) -> dict[str, float]:
+        """Per layer, the share of F that B keeps under the last searched permutation (Bi-Mask score
+        divided by the nonzeros of F) and the same share for the identity permutation."""
+        out = {}
+        for name, layer in self.layers.items():
+            score, identity, total = layer.state["score"]
+            out[name] = score / total if total else 1.0
+            out[name + " (identity)"] = identity / total if total else 1.0
+        return out
+
+    def layer_state_dict(self, layer: Layer) -> dict[str, Any]:
+        return {"permutation": torch.from_numpy(np.array(layer.state["permutation"])), "score": layer.state["score"]}
+
+    def load_layer_state_dict(self, layer: Layer, state: dict[str, Any]) -> None:
+        layer.state["permutation"] = to_numpy(state["permutation"]).copy()
+        layer.state["score"] = tuple(state["score"])
+        self._refresh(layer)

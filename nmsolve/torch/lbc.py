@@ -1,0 +1,178 @@
+"""LBC training hook: learnable combination scores, union-of-alive masks, scheduled removal."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from nmsolve._validate import check_int
+from nmsolve.nm import combination_scores, is_nm
+from nmsolve.torch._convert import to_numpy
+from nmsolve.torch.training import Layer, NMTraining
+from nmsolve.training.lbc import LBCState, lbc_cardinality
+
+
+class LBC(NMTraining):
+    """Learning Best Combination: learn which of the ``C(m, n)`` combinations each group keeps.
+
+    Every group of ``m`` weights along ``in`` holds a score per combination (initialised to
+    ``1 / C(m-1, n-1)``) and an explicit alive set. The forward pass uses the union of the alive
+    combinations; the score gradient is the straight-through ``sum_{j in c} grad_j * w_j``; at
+    the end of every epoch the lowest-scoring combinations are removed down to
+    :func:`nmsolve.training.lbc_cardinality`, and from ``t_f`` on exactly one combination is left
+    (an exact N:M mask, scores frozen).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    n, m : int, default 2, 4
+    epochs : int
+        Number of training epochs; ``t_f`` defaults to half of it (the paper's default).
+    t_i : int, default 0
+        Epoch at which removal starts.
+    t_f : int, optional
+        Epoch at which one combination is left (default ``max(t_i + 1, epochs // 2)``).
+    p : float, default 3
+        Removal power (3 for CNNs, 4 for ViTs in the paper).
+    score_lr : float, default 1.0
+        Learning rate of plain gradient descent on the scores. The scores start equal, so their
+        ranking within a group, and therefore every mask, does not depend on it.
+    include, exclude, types, dense_first_last
+        See :func:`~nmsolve.torch.sparsify`.
+
+    Notes
+    -----
+    The weight gradient passes straight through the mask: weights outside the union also move, but
+    they are never used again (alive sets only shrink), and the masking pass is saved. The score
+    gradient is linear in ``grad * W``, so each step only accumulates ``grad * W`` on the weight's
+    device (one fused pass); scores are updated from the sum when they are needed (end of epoch,
+    :meth:`scores`), which equals step-by-step gradient descent. :meth:`before_optimizer_step`
+    must run before ``optimizer.step()`` (it reads the gradient of the current weights).
+
+    References
+    ----------
+    Y. Zhang et al., "Learning Best Combination for Efficient N:M Sparsity", NeurIPS 2022.
+
+    Examples
+    --------
+    >>> import torch, nmsolve.torch as nt
+    >>> model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+    >>> method = nt.LBC(model, n=2, m=4, epochs=4)  # one combination left after epoch 2
+    >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    >>> for epoch in range(4):
+    ...     for _ in range(3):
+    ...         loss = model(torch.randn(16, 8)).square().mean()
+    ...         opt.zero_grad(); loss.backward()
+    ...         method.before_optimizer_step(); opt.step(); method.after_optimizer_step()
+    ...     method.end_epoch()
+    >>> method.frozen, method.report().masked[0].density
+    (True, 0.5)
+    """
+
+    name: ClassVar[str] = "lbc"
+    straight_through: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        model: nn.Module,
+        n: int = 2,
+        m: int = 4,
+        *,
+        epochs: int,
+        t_i: int = 0,
+        t_f: int | None = None,
+        p: float = 3,
+        score_lr: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        epochs = check_int(epochs, "epochs", minimum=1)
+        self.t_i = check_int(t_i, "t_i", minimum=0)
+        self.t_f = max(self.t_i + 1, epochs // 2) if t_f is None else check_int(t_f, "t_f", minimum=1)
+        lbc_cardinality(0, 2, t_f=self.t_f, t_i=self.t_i, p=p)  # validates t_i < t_f and p
+        self.p = p
+        self.score_lr = float(score_lr)
+        if "pad" in kwargs:
+            raise TypeError("LBC needs full groups of m (combination tables); pad is not supported")
+        super().__init__(model, n, m, **kwargs)
+
+    # ------------------------------------------------------------------ hooks
+
+    def setup_layer(self, layer: Layer) -> None:
+        shape = layer.shape
+        groups = (shape[0], *shape[2:], shape[1] // self.m)  # combination_scores(axis=1) moves `in` last
+        layer.state["lbc"] = LBCState(groups, self.n, self.m)
+        layer.state["products"] = torch.zeros_like(layer.weight, memory_format=torch.contiguous_format)
+        self.set_mask(layer, layer.state["lbc"].mask(axis=1))
+
+    def on_before_step(self, layer: Layer) -> None:
+        state: LBCState = layer.state["lbc"]
+        g = layer.weight.grad
+        if g is None or state.frozen:
+            return
+        with torch.no_grad():
+            layer.state["products"].addcmul_(g, layer.weight)  # sum over steps of grad * W
+
+    def on_end_epoch(self, layer: Layer) -> None:
+        state: LBCState = layer.state["lbc"]
+        if state.frozen:
+            return
+        self._flush(layer)
+        card = lbc_cardinality(self.epoch, state.count, t_f=self.t_f, t_i=self.t_i, p=self.p)
+        if card < state.alive_count:
+            state.remove_to(card)
+            self.set_mask(layer, state.mask(axis=1))
+
+    def _flush(self, layer: Layer) -> None:
+        """Apply the accumulated score gradient ``sum_t T (grad_t * W_t)`` and reset the accumulator."""
+        state: LBCState = layer.state["lbc"]
+        products = layer.state["products"]
+        if state.frozen:
+            return
+        score_grad = combination_scores(to_numpy(products), self.n, self.m, axis=1)
+        state.apply_gradient(score_grad, lr=self.score_lr)
+        products.zero_()
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def frozen(self) -> bool:
+        """Whether every layer has one combination left per group (exact N:M masks)."""
+        return all(layer.state["lbc"].frozen for layer in self.layers.values())
+
+    def scores(self, name: str) -> np.ndarray:
+        """Current combination scores of layer ``name``, shape ``(out, *kernel, in // m, C(m, n))``."""
+        layer = self.layers[name]
+        self._flush(layer)
+        return layer.state["lbc"].scores.copy()
+
+    def alive(self, name: str) -> np.ndarray:
+        """Alive sets of layer ``name`` (bool, same shape as :meth:`scores`)."""
+        return self.layers[name].state["lbc"].alive.copy()
+
+    def pattern(self, layer: Layer) -> str:
+        state: LBCState = layer.state["lbc"]
+        if state.frozen:
+            return f"{self.n}:{self.m}"
+        return f"{self.n}:{self.m} LBC ({state.alive_count}/{state.count} alive)"
+
+    def is_valid(self, layer: Layer) -> bool:
+        state: LBCState = layer.state["lbc"]
+        mask = to_numpy(layer.mask) != 0
+        if not np.array_equal(mask, state.mask(axis=1)):
+            return False
+        return not state.frozen or is_nm(mask, self.n, self.m, axis=1, exact=True)
+
+    def layer_state_dict(self, layer: Layer) -> dict[str, Any]:
+        state: LBCState = layer.state["lbc"]
+        return {
+            "scores": torch.from_numpy(state.scores.copy()),
+            "alive": torch.from_numpy(state.alive.copy()),
+            "products": layer.state["products"].detach().clone(),
+        }
+
+    def load_layer_state_dict(self, layer: Layer, saved: dict[str, Any]) -> None:
+        layer.state["lbc"].load(to_numpy(saved["scores"]), to_numpy(saved["alive"]))
+        layer.state["products"].copy_(saved["products"])

@@ -1,0 +1,486 @@
+import math
+import os
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import nmsolve
+from nmsolve import transposable as tp
+from tests.reference import (
+    greedy_tile,
+    tile_objectives,
+    tiles,
+    transposable_groups_ok,
+    transposable_optimum_bruteforce,
+    transposable_optimum_lp,
+    valid_tiles,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+EXACT = ["mcf", "networkx", "ortools"]
+
+# A tile where the plain greedy keeps 16, 15, 13, 12, 11, 10, 6 and then has no edge left for
+# row 2 and column 1: it is one entry short.
+UNDERFILL = np.array([[16.0, 8, 11, 2], [15, 7, 5, 12], [14, 13, 1, 9], [4, 3, 6, 10]])
+
+
+def matrices(kind, shape, rng):
+    """Test matrices of many kinds (signed, so that magnitudes matter)."""
+    if kind == "gaussian":
+        return rng.standard_normal(shape)
+    if kind == "uniform":
+        return rng.uniform(-1, 1, shape)
+    if kind == "heavy":
+        return rng.standard_cauchy(shape)
+    if kind == "ties":
+        return rng.integers(-3, 4, shape).astype(np.float64)
+    if kind == "equal":
+        return np.full(shape, -2.5)
+    if kind == "zeros":
+        return np.zeros(shape)
+    if kind == "huge_tiny":
+        exponents = rng.choice([-320, -300, -30, 0, 30, 300, 307], size=shape)
+        return rng.uniform(1, 9, shape) * 10.0 ** exponents.astype(np.float64)
+    raise ValueError(kind)
+
+
+KINDS = ["gaussian", "uniform", "heavy", "ties", "equal", "zeros", "huge_tiny"]
+
+
+def close_objectives(got, want, rtol=1e-12):
+    """Per tile: the same number of infinite entries kept and exact finite sums within rtol."""
+    assert len(got) == len(want)
+    for (gi, gf), (wi, wf) in zip(got, want, strict=True):
+        assert gi == wi, (got, want)
+        assert abs(gf - wf) <= Fraction(rtol) * abs(wf), (float(gf), float(wf))
+
+
+# --------------------------------------------------------------------------- exactness against oracles
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_mcf_equals_bruteforce_on_every_4x4_tile(kind, n):
+    rng = np.random.default_rng(n * 10 + KINDS.index(kind))
+    x = matrices(kind, (8, 24), rng)
+    want = transposable_optimum_bruteforce(x, n)
+    for mask in (nmsolve.transposable_mask(x, n, 4), tp._mcf_generic(x, n, 4)):  # enumeration, primal-dual
+        assert transposable_groups_ok(mask, n, 4)
+        close_objectives(tile_objectives(x, mask, 4), want)
+
+
+def test_bruteforce_table_sizes():
+    assert [len(valid_tiles(n, 4)) for n in (1, 2, 3)] == [24, 90, 24]
+    assert len(valid_tiles(1, 3)) == 6 and len(valid_tiles(2, 5)) == 2040
+
+
+@pytest.mark.parametrize("kind", KINDS[:-1])
+@pytest.mark.parametrize(("n", "m"), [(1, 8), (3, 8), (4, 8), (7, 8), (4, 16), (8, 16), (13, 16), (2, 5), (16, 32)])
+def test_mcf_equals_lp_optimum(kind, n, m):
+    rng = np.random.default_rng(n * 100 + m + KINDS.index(kind))
+    x = matrices(kind, (m, 3 * m) if m <= 16 else (m, m), rng)
+    mask = nmsolve.transposable_mask(x, n, m)
+    assert transposable_groups_ok(mask, n, m)
+    got = np.array([float(f) for _, f in tile_objectives(x, mask, m)])
+    np.testing.assert_allclose(got, transposable_optimum_lp(x, n, m), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize(("n", "m"), [(2, 4), (4, 8), (3, 8), (8, 16)])
+def test_reference_backends_agree_with_mcf(n, m):
+    rng = np.random.default_rng(m + n)
+    x = rng.standard_normal((2 * m, 2 * m)).astype(np.float32)
+    objectives = {method: tile_objectives(x, nmsolve.transposable_mask(x, n, m, method=method), m) for method in EXACT}
+    # integer-scaled costs resolve each tile to max|W| / 2**30 (documented), far finer than these gaps
+    close_objectives(objectives["networkx"], objectives["mcf"], rtol=1e-7)
+    close_objectives(objectives["ortools"], objectives["mcf"], rtol=1e-7)
+
+
+def test_reference_backends_with_ties_and_inf():
+    x = np.array(matrices("ties", (8, 8), np.random.default_rng(7)))
+    x[1, 2] = x[5, 6] = -np.inf
+    want = transposable_optimum_bruteforce(x, 2)
+    for method in EXACT:
+        close_objectives(tile_objectives(x, nmsolve.transposable_mask(x, 2, 4, method=method), 4), want)
+
+
+def test_infinite_magnitudes_are_kept_first():
+    x = np.random.default_rng(3).standard_normal((8, 16))
+    x[0, :3] = np.inf  # three in one row group: only n = 2 can be kept
+    x[1:4, 5] = -np.inf  # three in one column group
+    x[6, 9] = np.inf
+    x[4:8, 12:16] = np.inf  # a whole tile
+    for n in (1, 2, 3):
+        want = transposable_optimum_bruteforce(x, n)
+        for mask in (nmsolve.transposable_mask(x, n, 4), tp._mcf_generic(x, n, 4)):
+            close_objectives(tile_objectives(x, mask, 4), want)
+    y = np.random.default_rng(4).standard_normal((16, 16))
+    y[::3, 1::2] = np.inf
+    mask = nmsolve.transposable_mask(y, 4, 8)
+    assert nmsolve.is_transposable(mask, 4, 8, exact=True)
+    counts = [(np.isinf(t) & k).sum() for t, k in zip(tiles(y, 8), tiles(mask, 8), strict=True)]
+    assert counts == [(np.isinf(t)).sum() for t in tiles(y, 8)]  # every inf fits (<= 4 per row and column)
+
+
+def test_huge_magnitudes_do_not_overflow():
+    x = np.full((8, 8), 1.7e308)
+    x[::2, ::3] = -np.finfo(np.float64).max
+    x[1, 1] = 5e-324
+    for n, m in [(2, 4), (4, 8), (3, 8)]:
+        for method in ("mcf", "approx"):
+            mask = nmsolve.transposable_mask(x, n, m, method=method)
+            assert nmsolve.is_transposable(mask, n, m, exact=True)
+        lp = transposable_optimum_lp(x / 1e300, n, m)
+        got = [float(f / 10**300) for _, f in tile_objectives(x, nmsolve.transposable_mask(x, n, m), m)]
+        np.testing.assert_allclose(got, lp, rtol=1e-9)
+
+
+def test_all_equal_tile_and_zeros():
+    for n, m in [(2, 4), (4, 8), (5, 16)]:
+        for value in (0.0, -3.0):
+            x = np.full((m, 2 * m), value)
+            for method in ("mcf", "approx", "ortools"):
+                mask = nmsolve.transposable_mask(x, n, m, method=method)
+                assert transposable_groups_ok(mask, n, m)
+                assert np.abs(x)[mask].sum() == abs(value) * n * 2 * m
+
+
+# --------------------------------------------------------------------------- the approximation
+
+
+def test_greedy_underfills_this_tile_and_approx_repairs_it():
+    greedy = tp._stage_mask(UNDERFILL, 2, 4, 0)
+    np.testing.assert_array_equal(greedy, greedy_tile(UNDERFILL, 2))
+    assert greedy.sum() == 7 and greedy.sum(axis=1).min() == 1 and greedy.sum(axis=0).min() == 1
+    assert nmsolve.is_transposable(greedy, 2, 4) and not nmsolve.is_transposable(greedy, 2, 4, exact=True)
+    for stage in (1, 2):
+        assert nmsolve.is_transposable(tp._stage_mask(UNDERFILL, 2, 4, stage), 2, 4, exact=True)
+    approx = nmsolve.transposable_mask(UNDERFILL, 2, 4, method="approx")
+    assert nmsolve.is_transposable(approx, 2, 4, exact=True)
+    assert UNDERFILL[approx].sum() >= UNDERFILL[greedy].sum()
+    assert UNDERFILL[approx].sum() <= UNDERFILL[nmsolve.transposable_mask(UNDERFILL, 2, 4)].sum()
+
+
+@pytest.mark.parametrize(("n", "m"), [(2, 4), (1, 4), (3, 4), (4, 8), (3, 8), (8, 16), (2, 5)])
+@pytest.mark.parametrize("kind", ["gaussian", "ties", "heavy"])
+def test_greedy_stage_equals_sorted_greedy_oracle(n, m, kind):
+    x = matrices(kind, (2 * m, 2 * m), np.random.default_rng(n + m))
+    got = tiles(tp._stage_mask(x, n, m, 0), m)
+    for w, keep in zip(tiles(np.abs(x), m), got, strict=True):
+        np.testing.assert_array_equal(keep, greedy_tile(w, n))
+
+
+def test_forced_exact_fallback_path_is_exact():
+    x = np.random.default_rng(5).standard_normal((16, 16))
+    for n, m in [(2, 4), (4, 8)]:
+        mask = tp._stage_mask(x, n, m, 3)
+        close_objectives(tile_objectives(x, mask, m), tile_objectives(x, nmsolve.transposable_mask(x, n, m), m))
+
+
+def test_approx_is_close_on_gaussian_tiles():
+    # not a benchmark: the 0.5 bound is the guarantee, this only checks the method is sensible
+    x = np.random.default_rng(6).standard_normal((64, 64))
+    for n, m in [(2, 4), (4, 8), (8, 16)]:
+        report = nmsolve.transposable_report(x, n, m, method="approx")
+        assert 0.0 <= report.gap < 0.02
+        assert tp._approx_with_stats(x, n, m)[1] == 0  # the certificate held on every tile
+
+
+# --------------------------------------------------------------------------- properties
+
+PATTERNS = [(1, 2), (1, 3), (2, 3), (1, 4), (2, 4), (3, 4), (2, 5), (3, 6), (4, 8), (3, 8), (8, 16)]
+
+
+@st.composite
+def weight_matrices(draw, patterns=PATTERNS):
+    n, m = draw(st.sampled_from(patterns))
+    shape = (m * draw(st.integers(1, 2)), m * draw(st.integers(1, 3)))
+    elements = draw(
+        st.sampled_from(
+            [
+                st.floats(-1e6, 1e6, allow_nan=False, width=64),
+                st.integers(-3, 3).map(float),
+                st.sampled_from([0.0, 1.0, -1.0, 2.0, np.inf, -np.inf, 1e300, 1e-300]),
+            ]
+        )
+    )
+    return draw(hnp.arrays(np.float64, shape, elements=elements)), n, m
+
+
+@given(weight_matrices())
+def test_valid_and_mcf_ge_approx_ge_half_mcf_per_tile(case):
+    x, n, m = case
+    before = x.copy()
+    exact = nmsolve.transposable_mask(x, n, m)
+    approx = nmsolve.transposable_mask(x, n, m, method="approx")
+    np.testing.assert_array_equal(x, before)  # input never modified
+    for mask in (exact, approx):
+        assert nmsolve.is_transposable(mask, n, m, exact=True)
+        assert transposable_groups_ok(mask, n, m)
+    for (ei, ef), (ai, af) in zip(tile_objectives(x, exact, m), tile_objectives(x, approx, m), strict=True):
+        if np.isinf(np.abs(x)).any():
+            assert ei >= ai
+            if ei > ai:
+                continue
+        assert af <= ef * Fraction(1 + 1e-12)
+        assert af >= ef * Fraction(0.5 - 1e-12)
+
+
+@given(weight_matrices(patterns=[(1, 4), (2, 4), (3, 4)]))
+def test_mcf_equals_bruteforce_property(case):
+    x, n, m = case
+    close_objectives(tile_objectives(x, nmsolve.transposable_mask(x, n, m), m), transposable_optimum_bruteforce(x, n))
+
+
+@given(weight_matrices(patterns=[(2, 4), (4, 8), (3, 8)]))
+def test_exact_backends_agree_property(case):
+    x, n, m = case
+    got = {method: tile_objectives(x, nmsolve.transposable_mask(x, n, m, method=method), m) for method in EXACT}
+    # integer profits round each entry to max|W_tile| / 2**30: near-ties may resolve differently
+    for i, (count, value) in enumerate(got["mcf"]):
+        scale = np.abs(np.where(np.isinf(tiles(x, m)[i]), 0, tiles(x, m)[i])).max()
+        for method in ("networkx", "ortools"):
+            other_count, other_value = got[method][i]
+            assert other_count == count
+            assert abs(other_value - value) <= value * Fraction(1e-12) + Fraction(n * m * scale) * Fraction(2) ** -29
+
+
+@given(weight_matrices(), st.sampled_from(["mcf", "approx"]))
+def test_deterministic_across_calls_threads_and_signs(case, method):
+    x, n, m = case
+    mask = nmsolve.transposable_mask(x, n, m, method=method)
+    np.testing.assert_array_equal(nmsolve.transposable_mask(-x, n, m, method=method), mask)
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        np.testing.assert_array_equal(nmsolve.transposable_mask(x, n, m, method=method), mask)
+    finally:
+        numba.set_num_threads(threads)
+
+
+def test_tile_results_do_not_depend_on_position_or_neighbours():
+    rng = np.random.default_rng(8)
+    tile = rng.integers(0, 3, (8, 8)).astype(float)
+    for method in ("mcf", "approx"):
+        alone = nmsolve.transposable_mask(tile, 4, 8, method=method)
+        big = rng.standard_normal((24, 40))
+        big[8:16, 16:24] = tile
+        big[0, 0] = np.inf
+        np.testing.assert_array_equal(nmsolve.transposable_mask(big, 4, 8, method=method)[8:16, 16:24], alone)
+    small = matrices("ties", (4, 4), rng)
+    wide = rng.standard_normal((8, 4 * 300))  # several vectorised runs of tiles
+    wide[4:8, 4 * 257 : 4 * 258] = small
+    wide[0, 3] = np.inf  # a re-solved tile in the first run
+    np.testing.assert_array_equal(
+        nmsolve.transposable_mask(wide, 2, 4)[4:8, 4 * 257 : 4 * 258], nmsolve.transposable_mask(small, 2, 4)
+    )
+
+
+# --------------------------------------------------------------------------- inputs, dtypes, layouts
+
+
+@pytest.mark.parametrize(
+    "dtype", [np.float16, np.float32, np.float64, np.int8, np.int32, np.int64, np.uint8, np.uint64]
+)
+def test_dtypes_give_the_float64_objective(dtype):
+    x = np.random.default_rng(9).integers(0, 100, (16, 16))
+    if np.dtype(dtype).kind != "u":
+        x = x - 50
+    ref = tile_objectives(x.astype(np.float64), nmsolve.transposable_mask(x.astype(np.float64), 4, 8), 8)
+    for method in ("mcf", "approx"):
+        mask = nmsolve.transposable_mask(x.astype(dtype), 4, 8, method=method)
+        assert mask.dtype == bool and mask.shape == x.shape
+        if method == "mcf":
+            close_objectives(tile_objectives(x, mask, 8), ref)
+
+
+@pytest.mark.parametrize(
+    "view",
+    [lambda a: a[::-1], lambda a: a.T, lambda a: a[:, ::2], lambda a: np.asfortranarray(a), lambda a: a[8:, 8:]],
+)
+def test_non_contiguous_views(view):
+    base = np.random.default_rng(10).standard_normal((32, 48))
+    x = view(base)
+    for method in ("mcf", "approx"):
+        np.testing.assert_array_equal(
+            nmsolve.transposable_mask(x, 4, 8, method=method),
+            nmsolve.transposable_mask(np.array(x), 4, 8, method=method),
+        )
+
+
+def test_lists_and_signed_input():
+    assert nmsolve.transposable_mask(UNDERFILL.tolist(), 2, 4).sum() == 8
+    np.testing.assert_array_equal(
+        nmsolve.transposable_mask(-UNDERFILL, 2, 4), nmsolve.transposable_mask(UNDERFILL, 2, 4)
+    )
+
+
+@pytest.mark.parametrize("shape", [(0, 0), (0, 8), (8, 0)])
+def test_empty(shape):
+    for method in tp.METHODS:
+        mask = nmsolve.transposable_mask(np.zeros(shape), 2, 4, method=method)
+        assert mask.shape == shape and mask.dtype == bool
+    assert nmsolve.is_transposable(np.zeros(shape, bool), 2, 4, exact=True)
+    report = nmsolve.transposable_report(np.zeros(shape), 2, 4, method="approx")
+    assert report.objective == report.optimum == 0.0 and report.gap == 0.0
+
+
+def test_pad_solves_the_zero_padded_matrix():
+    x = np.random.default_rng(11).standard_normal((10, 13))
+    with pytest.raises(ValueError, match=r"axis 0 has length 10, not a multiple of m=4; pass pad=True"):
+        nmsolve.transposable_mask(x, 2, 4)
+    with pytest.raises(ValueError, match="pad=True"):
+        nmsolve.is_transposable(np.zeros((10, 13)), 2, 4)
+    for n, m in [(2, 4), (1, 4), (3, 8)]:
+        padded = np.zeros((-(-10 // m) * m, -(-13 // m) * m))
+        padded[:10, :13] = x
+        for method in ("mcf", "approx", "ortools"):
+            mask = nmsolve.transposable_mask(x, n, m, method=method, pad=True)
+            assert mask.shape == x.shape
+            assert nmsolve.is_transposable(mask, n, m, exact=True, pad=True)
+        exact = nmsolve.transposable_mask(x, n, m, pad=True)
+        want = nmsolve.transposable_mask(padded, n, m)
+        assert math.isclose(np.abs(x)[exact].sum(), np.abs(padded)[want].sum(), rel_tol=1e-12)
+
+
+def test_nan_is_a_clear_error():
+    x = np.zeros((8, 8))
+    x[5, 6] = np.nan
+    for method in tp.METHODS:
+        with pytest.raises(ValueError, match=r"W contains NaN \(first at index \(5, 6\)\)"):
+            nmsolve.transposable_mask(x, 2, 4, method=method)
+    x32 = np.zeros((8, 16), np.float32)
+    x32[7, 13] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        nmsolve.transposable_mask(x32, 4, 8, method="approx")
+    with pytest.raises(ValueError, match="NaN"):
+        nmsolve.transposable_mask(x32[:, :14], 2, 4, pad=True)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"n": 4, "m": 4}, ValueError, r"0 < n < m, got n=4, m=4"),
+        ({"n": 0, "m": 4}, ValueError, "n=0"),
+        ({"n": 2.0, "m": 4}, TypeError, "n must be an integer"),
+        (
+            {"n": 2, "m": 4, "method": "mfc"},
+            ValueError,
+            r"method must be one of \['approx', 'mcf', 'networkx', 'ortools'\], got 'mfc'",
+        ),
+    ],
+)
+def test_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        nmsolve.transposable_mask(np.zeros((8, 8)), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("weights", "error", "match"),
+    [
+        (np.zeros(16), ValueError, "2-D matrix, got a 1-d array"),
+        (np.zeros((4, 4, 4)), ValueError, "apply_2d"),
+        (np.zeros((4, 4), bool), TypeError, "dtype bool"),
+        (np.zeros((4, 4), complex), TypeError, "complex"),
+        (np.zeros((4, 4), object), TypeError, "object"),
+        ([[1.0, 2.0, 3.0, 4.0], [1.0]], ValueError, "rectangular"),
+    ],
+)
+def test_bad_weights(weights, error, match):
+    with pytest.raises(error, match=match):
+        nmsolve.transposable_mask(weights, 2, 4)
+
+
+def test_conv_weights_through_apply_2d():
+    w = np.random.default_rng(12).standard_normal((8, 8, 3, 3))
+    mask = nmsolve.apply_2d(nmsolve.transposable_mask, w, n=2, m=4)
+    assert mask.shape == w.shape
+    assert nmsolve.is_transposable(nmsolve.weight_to_2d(mask)[0], 2, 4, exact=True)
+
+
+# --------------------------------------------------------------------------- is_transposable, report
+
+
+def test_is_transposable_checks_every_row_and_column_group():
+    good = nmsolve.transposable_mask(np.random.default_rng(13).standard_normal((12, 16)), 2, 4)
+    assert nmsolve.is_transposable(good, 2, 4, exact=True)
+    rows_only = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [1, 1, 0, 0]], dtype=bool)
+    for r0, c0 in [(8, 12), (4, 4), (0, 8)]:  # the last tile, a middle tile, a first-row tile
+        bad = good.copy()
+        bad[r0 : r0 + 4, c0 : c0 + 4] = rows_only
+        assert nmsolve.is_nm(bad, 2, 4, exact=True)  # every row group is fine
+        # a checker that tests some rows and some columns (here: the first tile row) can miss it
+        assert nmsolve.is_nm(bad[:4].T, 2, 4, exact=True) or r0 == 0
+        assert not nmsolve.is_transposable(bad, 2, 4)
+        assert not nmsolve.is_transposable(bad, 2, 4, exact=True)
+        assert not nmsolve.is_transposable(bad.T, 2, 4)
+    assert nmsolve.is_transposable(good.astype(np.float32) * 3.0, 2, 4, exact=True)  # pruned weights
+    assert not nmsolve.is_transposable(np.ones((4, 4)), 2, 4)
+    assert nmsolve.is_transposable(np.zeros((4, 4)), 2, 4) and not nmsolve.is_transposable(
+        np.zeros((4, 4)), 2, 4, exact=True
+    )
+    with pytest.raises(ValueError, match="2-D"):
+        nmsolve.is_transposable(np.zeros(8), 2, 4)
+    with pytest.raises(TypeError, match="boolean or numeric"):
+        nmsolve.is_transposable(np.array([["a"] * 4] * 4), 2, 4)
+
+
+def test_report_fields():
+    x = np.random.default_rng(14).standard_normal((32, 32)).astype(np.float32)
+    exact = nmsolve.transposable_report(x, 4, 8)
+    assert isinstance(exact, nmsolve.TransposableResult)
+    assert exact.method == "mcf" and (exact.n, exact.m) == (4, 8) and exact.gap == 0.0 and exact.ratio == 1.0
+    assert exact.objective == pytest.approx(float(np.abs(x.astype(np.float64))[exact.mask].sum()), rel=1e-12)
+    assert exact.seconds >= 0.0
+    approx = nmsolve.transposable_report(x, 4, 8, method="approx")
+    assert approx.optimum == exact.objective
+    assert approx.gap == pytest.approx(1 - approx.objective / approx.optimum)
+    assert 0.0 <= approx.gap <= 0.5
+    with pytest.raises(AttributeError):
+        approx.gap = 0.0  # frozen
+    ortools = nmsolve.transposable_report(x, 4, 8, method="ortools")
+    assert abs(ortools.gap) < 1e-6
+    inf = x.copy()
+    inf[0, 0] = np.inf
+    assert nmsolve.transposable_report(inf, 4, 8).gap == 0.0
+
+
+def test_progress_bar(capsys):
+    x = np.random.default_rng(15).standard_normal((16, 16))
+    for method in ("mcf", "approx", "ortools"):
+        np.testing.assert_array_equal(
+            nmsolve.transposable_mask(x, 2, 4, method=method, progress=True),
+            nmsolve.transposable_mask(x, 2, 4, method=method),
+        )
+    assert "tile" in capsys.readouterr().err
+
+
+def test_kernels_agree_without_jit():
+    """The oracle tests pass as plain Python (NUMBA_DISABLE_JIT=1): the logic, not the compiler."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_transposable.py",
+            "-k",
+            "bruteforce_on_every or underfills or greedy_stage or forced_exact or infinite",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "NUMBA_DISABLE_JIT": "1", "HYPOTHESIS_PROFILE": "dev"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout
