@@ -4,8 +4,8 @@ A 4096 x 4096 ``nn.Linear`` at batch 256 (float32, CPU): the dense step is forwa
 and weight gradients) + ``SGD.step``; a method's step adds its hooks and its masked forward. The
 overhead is ``(method step - dense step) / dense forward+backward``. Methods that refresh on a period
 (Bi-Mask every T=100 steps, transposable every 40) are timed over one whole period, so the figure is
-amortised. Dense and method steps alternate (for the first steps), so load on the shared machine
-hits both alike. Methods come from ``bench._methods.METHODS``.
+amortised. Every method step is paired with a dense step (alternating which runs first), so load on the
+shared machine hits both alike. Methods come from ``bench._methods.METHODS``.
 """
 
 from __future__ import annotations
@@ -67,7 +67,6 @@ def run(quick: bool = False) -> Path:
         period = PERIODS.get(name, PER_STEP_WINDOW)
         if quick:
             period = min(period, 3)
-        refreshes = 1 if name in PERIODS else 0
         layer, opt, x, gy = _setup(size, batch)
         try:
             ctx = Context(epochs=1, steps_per_epoch=period, optimizer=opt)
@@ -77,24 +76,32 @@ def run(quick: bool = False) -> Path:
             _step(layer, opt, x, gy, method)  # warm-up (compilation, first allocation)
             _step(*dense, None)
             fwd_bwd, dense_steps, method_steps = [], [], []
-            for _ in range(period):  # interleaved, so that the ratios compare steps measured under the same load
+            # Every method step of the period is paired with a dense step and a dense forward+backward,
+            # in alternating order, so that load on the shared machine (and cache state) hits both alike.
+            for i in range(period):
+                if i % 2:
+                    method_steps.append(_step(layer, opt, x, gy, method))
+                    dense_steps.append(_step(*dense, None))
+                else:
+                    dense_steps.append(_step(*dense, None))
+                    method_steps.append(_step(layer, opt, x, gy, method))
                 fwd_bwd.append(_fwd_bwd(dense[0], dense[2], dense[3]))
-                dense_steps.append(_step(*dense, None))
-                method_steps.append(_step(layer, opt, x, gy, method))
             method.check()
         except Exception as err:
             traceback.print_exc()
             rows.append((name, setting, "", "", "", "", f"failed: {type(err).__name__}: {err}", ""))
             continue
+        # typical step: median of the paired differences; amortised: the mean over the whole period
+        # (which holds exactly one refresh for periodic methods), minus the mean dense step
+        diffs = [t - d for t, d in zip(method_steps, dense_steps, strict=True)]
         base = statistics.median(dense_steps)
-        regular = statistics.median(method_steps)
-        # the refresh step(s) of the period are the slowest ones; their extra cost is spread over the period
-        slowest = sorted(method_steps, reverse=True)[:refreshes]
-        amortised = regular + sum(max(0.0, t - regular) for t in slowest) / len(method_steps)
+        regular = base + statistics.median(diffs)
+        amortised = statistics.mean(dense_steps) + statistics.mean(diffs)
+        base_amortised = statistics.mean(dense_steps)
         denominator = statistics.median(fwd_bwd)
         denominators.append(denominator)
         per_step = (regular - base) / denominator
-        overhead = (amortised - base) / denominator
+        overhead = (amortised - base_amortised) / denominator
         rows.append(
             (
                 name,
@@ -122,13 +129,14 @@ def run(quick: bool = False) -> Path:
         "attach s",
     )
     body = (
-        f"`nn.Linear({size}, {size})` at batch {batch}, float32 on CPU. For each method, dense forward+backward "
-        "(the denominator), a dense step and a method step are measured in turn at every step, so every "
-        "ratio compares times taken under the same load. Steps include `SGD.step` for dense and method alike. "
-        "The median step is the typical step; for methods with a refresh period the amortised "
-        "step adds the extra time of the period's slowest step (the refresh) spread over the period; per-step "
-        "methods are timed over 10 steps and their amortised step is their median (LBC's once-per-epoch "
-        "removal is not included: it is negligible over an epoch of many steps). The machine was shared with "
+        f"`nn.Linear({size}, {size})` at batch {batch}, float32 on CPU. Every timed method step is paired with "
+        "a dense step (alternating which runs first) and a dense forward+backward (the denominator), over one "
+        "whole period for methods that refresh on a period (which then holds exactly one refresh) and over "
+        f"{PER_STEP_WINDOW} steps for the others. Steps include `SGD.step` for dense and method alike. The "
+        "median column is the dense median plus the median paired difference (the typical step); the amortised "
+        "column is the mean dense step plus the mean paired difference over the window (refresh included). "
+        "LBC's once-per-epoch removal is not included: it is negligible over an epoch of many steps. The "
+        "machine was shared with "
         "other work (dense forward+backward ranged "
         f"{min(denominators, default=0) * 1e3:.0f}-{max(denominators, default=0) * 1e3:.0f} ms across the run): "
         "the ratios are what counts, not the absolute times.\n\n"

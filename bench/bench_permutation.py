@@ -64,14 +64,26 @@ def channel_gaussian(quick: bool) -> tuple[str, list[str]]:
     mean_eff = float(target[1].rstrip("%"))
     max_s = float(target[4])
 
-    plateau = ""
+    # restarts from random column orders (searching W[:, order]) with other tenures; the kept magnitude
+    # does not depend on the start, so efficacy is measured against the identity of W itself
+    best_of = []
+    for w in gauss:
+        base = nmsolve.channel_permutation(w, 2, 4, method="greedy", max_iter=0)
+        kept = []
+        for start in range(3):
+            order = np.random.default_rng(100 + start).permutation(shape[1])
+            res = nmsolve.channel_permutation(
+                w[:, order], 2, 4, rng=start, max_iter=fixed, patience=UNLIMITED, tenure=3 + 2 * start
+            )
+            kept.append(res.kept_after)
+        best_of.append((max(kept) - base.kept_before) / (base.bound - base.kept_before))
+    plateau = (
+        f" The best of 3 restarts from random column orders (other tenures, {fixed} swaps each) reaches "
+        f"{100 * np.mean(best_of):.1f}% on the {shape[1]}-column matrices"
+    )
     if not quick:
-        longest = float(g_rows[-1][1].rstrip("%"))
-        plateau = (
-            f" On the {shape[1]}-column matrices, 6x more swaps (50 000) move the mean from {mean_eff:.1f}% "
-            f"to {longest:.1f}%: the search sits on a plateau, and earlier multi-start runs (6 random starts x "
-            "15 000 swaps, other tenures) ended at the same per-seed values to three decimals."
-        )
+        plateau += f", and 6x more swaps (50 000) {float(g_rows[-1][1].rstrip('%')):.1f}%"
+    plateau += f", against {mean_eff:.1f}% for one run: the search sits on a plateau."
 
     # optimality evidence: on 16 columns (2 627 625 splits) the exhaustive re-split of all 4 groups is exact
     small = [gaussian_matrix(shape[0], 16, seed=s, dtype=np.float64) for s in range(seeds)]

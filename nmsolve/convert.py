@@ -117,25 +117,37 @@ def _select(absw: np.ndarray, survivors: np.ndarray, perm: np.ndarray, n: int, m
 
 
 def _row_errors(delta: np.ndarray, gram: np.ndarray) -> np.ndarray:
-    """Per row ``d^T G d``: the squared output error of each row on the calibration inputs."""
-    return np.einsum("ij,ij->i", delta @ gram, delta)
+    """Per row ``d^T G d``: the squared output error of each row on the calibration inputs (>= 0)."""
+    return np.maximum(np.einsum("ij,ij->i", delta @ gram, delta), 0.0)
+
+
+def _solve_stack(a: np.ndarray, b: np.ndarray, regularised: bool) -> np.ndarray:
+    """Solve ``a[i] @ x[i] = b[i]`` for symmetric PSD ``a[i]``; minimum-norm solutions when singular."""
+    if regularised:
+        try:
+            return np.linalg.solve(a, b[:, :, None])[:, :, 0]
+        except np.linalg.LinAlgError:
+            pass
+    # without ridge the normal equations can be singular (fewer samples than kept weights)
+    return np.einsum("ijk,ik->ij", np.linalg.pinv(a, hermitian=True), b)
 
 
 def _refit(
-    w: np.ndarray, mask: np.ndarray, gram: np.ndarray, ridge: float, dtype: np.dtype
+    w: np.ndarray, masked: np.ndarray, mask: np.ndarray, gram: np.ndarray, ridge: float, scale: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Ridge re-fit of the kept weights of every row; a row keeps ``W * mask`` if that is not worse.
+    """Ridge re-fit of the kept weights of every row; a row keeps ``masked`` unless strictly better.
 
-    Returns (weights, row errors of W * mask, row errors of the result).
+    ``w`` (float64) and ``gram`` are scaled (``w = W / scale``), so that squares neither under- nor
+    overflow; ``masked`` is ``W * mask`` in the output dtype. Returns (weights in the output dtype,
+    row errors of ``masked``, row errors of the result), errors in scaled units.
     """
     rows, cols = w.shape
-    masked = np.where(mask, w, 0.0).astype(dtype)
-    err_masked = _row_errors(masked.astype(np.float64) - w, gram)
+    err_masked = _row_errors(masked.astype(np.float64) / scale - w, gram)
     out = masked.copy()
     if not rows or not mask.any():
         return out, err_masked, err_masked.copy()
-    scale = float(np.mean(np.diag(gram)))
-    lam = ridge * (scale if scale > 0 else 1.0)
+    diag = float(np.mean(np.diag(gram)))
+    lam = ridge * (diag if diag > 0 else 1.0)
     target = w @ gram  # row r: G w_r, the right-hand side X^T y_r of the normal equations
     kept = mask.sum(axis=1)
     for k in np.unique(kept):
@@ -149,15 +161,14 @@ def _refit(
             a = gram[cols_of[:, :, None], cols_of[:, None, :]]
             a[:, np.arange(k), np.arange(k)] += lam
             b = np.take_along_axis(target[part], cols_of, axis=1)
-            try:
-                sol = np.linalg.solve(a, b[:, :, None])[:, :, 0]
-            except np.linalg.LinAlgError:
-                sol = np.stack([np.linalg.lstsq(ai, bi, rcond=None)[0] for ai, bi in zip(a, b, strict=True)])
+            sol = _solve_stack(a, b, lam > 0)
             rows_new = np.zeros((len(part), cols))
             np.put_along_axis(rows_new, cols_of, sol, axis=1)
-            out[part] = rows_new.astype(dtype)
-    err_out = _row_errors(out.astype(np.float64) - w, gram)
-    worse = ~(err_out < err_masked)  # keep W * mask unless strictly better (also catches NaN)
+            with np.errstate(over="ignore", invalid="ignore"):
+                out[part] = (rows_new * scale).astype(out.dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        err_out = _row_errors(out.astype(np.float64) / scale - w, gram)
+    worse = ~(err_out < err_masked)  # keep W * mask unless strictly better (also catches NaN, inf)
     out[worse] = masked[worse]
     err_out[worse] = err_masked[worse]
     return out, err_masked, err_out
@@ -325,9 +336,18 @@ def unstructured_to_nm(
         x = x.reshape(-1, cols).astype(np.float64)
         if not np.isfinite(x).all() or not np.isfinite(w64).all():
             raise ValueError("calibration re-fit needs finite W and calibration inputs (inf found)")
-        gram = x.T @ x
-        weights, err_masked, err_fit = _refit(w64, nm, gram, float(ridge), out_dtype)
-        reference = float(_row_errors(w64, gram).sum())
+        # the relative error and the re-fit are invariant to scaling W and X: work on W / max|W| and
+        # X / max|X| so that squared magnitudes neither underflow nor overflow
+        w_scale = float(np.abs(w64).max()) if w64.size else 1.0
+        w_scale = w_scale if w_scale > 0 else 1.0
+        x_scale = float(np.abs(x).max()) if x.size else 1.0
+        x_scale = x_scale if x_scale > 0 else 1.0
+        xs = x / x_scale
+        gram = xs.T @ xs
+        ws = w64 / w_scale
+        masked = np.where(nm, matrix, 0).astype(out_dtype)
+        weights, err_masked, err_fit = _refit(ws, masked, nm, gram, float(ridge), w_scale)
+        reference = float(_row_errors(ws, gram).sum())
         denom = reference if reference > 0 else 1.0
         err_before = float(err_masked.sum()) / denom
         err_after = float(err_fit.sum()) / denom

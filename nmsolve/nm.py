@@ -244,17 +244,138 @@ def _nm_rows(x, n, m, network, out):  # type: ignore[no-untyped-def]
     return -1
 
 
-def _mask_rows(x2: np.ndarray, n: int, m: int, out: np.ndarray) -> int:
-    """Run _nm_rows on the 2-D scores ``x2`` (small inputs on one thread); return its NaN row or -1."""
+# Grouping along axis 0 of a C-contiguous 2-D array: a group is m consecutive ROWS, compared elementwise
+# across columns, so every step is a loop over contiguous columns and nothing is transposed. Blocks of
+# _COL_BLOCK columns of the m rows are copied into scratch[j, c] and run through the same selection
+# network as the row path (every comparator one vectorised loop over columns).
+_COL_BLOCK = 1024
+
+
+@kernel()
+def _keep_m4_rows(a, b, c, d, n, oa, ob, oc, od):  # type: ignore[no-untyped-def]
+    """_keep_m4 for a group of four rows a, b, c, d compared column by column (returns NaN seen)."""
+    nf = np.float32(n)
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+    nan = False
+    for k in range(a.size):
+        x0, x1, x2, x3 = a[k], b[k], c[k], d[k]
+        nan |= (x0 != x0) | (x1 != x1) | (x2 != x2) | (x3 != x3)
+        b_beats_a = one if x1 > x0 else zero
+        c_beats_a = one if x2 > x0 else zero
+        d_beats_a = one if x3 > x0 else zero
+        c_beats_b = one if x2 > x1 else zero
+        d_beats_b = one if x3 > x1 else zero
+        d_beats_c = one if x3 > x2 else zero
+        oa[k] = b_beats_a + c_beats_a + d_beats_a < nf
+        ob[k] = (one - b_beats_a) + c_beats_b + d_beats_b < nf
+        oc[k] = (2 * one - c_beats_a - c_beats_b) + d_beats_c < nf
+        od[k] = 3 * one - d_beats_a - d_beats_b - d_beats_c < nf
+    return nan
+
+
+@kernel(parallel=True)
+def _nm_cols(x, n, m, network, out):  # type: ignore[no-untyped-def]
+    """out[:, c] = N:M mask of x[:, c] in groups of m consecutive rows; return the first NaN row or -1.
+
+    Full blocks of four rows rank each entry with six comparisons per column (as _keep_m4). Other
+    full blocks with m <= _NETWORK_MAX_M: scratch[j, c] = x[r0 + j, c] (contiguous copies, NaN
+    checked on the way), the comparators of ``network`` leave the n-th largest of every column on
+    wire n - 1 and the next one on wire n; entries >= that threshold are kept, and columns where the
+    next one equals it (ties) are redone from the lowest row on. A padded last block and m >
+    _NETWORK_MAX_M gather each column of the block and use quickselect.
+    """
+    rows, cols = x.shape
+    blocks = (rows + m - 1) // m
+    full = rows // m if m <= _NETWORK_MAX_M else 0
+    chunks = min(blocks, _ROW_CHUNKS)
+    nan_in_block = np.zeros(blocks, dtype=np.bool_)
+    for ch in prange(chunks):
+        scratch = np.empty((m, _COL_BLOCK), dtype=x.dtype)
+        tie = np.empty(_COL_BLOCK, dtype=np.bool_)
+        colbuf = np.empty(m, dtype=x.dtype)
+        buf = np.empty(m, dtype=x.dtype)
+        colout = np.empty(m, dtype=np.bool_)
+        for b in range(ch * blocks // chunks, (ch + 1) * blocks // chunks):
+            r0 = b * m
+            length = min(m, rows - r0)
+            nan = False
+            if b < full and m == 4:
+                xs, os = x[r0 : r0 + 4], out[r0 : r0 + 4]
+                nan = _keep_m4_rows(xs[0], xs[1], xs[2], xs[3], n, os[0], os[1], os[2], os[3])
+            elif b < full:
+                for c0 in range(0, cols, _COL_BLOCK):
+                    width = min(_COL_BLOCK, cols - c0)
+                    for j in range(m):
+                        xr = x[r0 + j]
+                        for c in range(width):
+                            v = xr[c0 + c]
+                            scratch[j, c] = v
+                            nan |= v != v
+                    if nan:
+                        break
+                    for k in range(network.shape[0]):
+                        a = network[k, 0]
+                        bb = network[k, 1]
+                        for c in range(width):
+                            u = scratch[a, c]
+                            v = scratch[bb, c]
+                            larger = u > v
+                            scratch[a, c] = u if larger else v
+                            scratch[bb, c] = v if larger else u
+                    any_tie = False
+                    if n < m:
+                        for c in range(width):
+                            t = scratch[n, c] == scratch[n - 1, c]
+                            tie[c] = t
+                            any_tie |= t
+                    for j in range(m):
+                        xr = x[r0 + j]
+                        outr = out[r0 + j]
+                        for c in range(width):
+                            outr[c0 + c] = xr[c0 + c] >= scratch[n - 1, c]
+                    if any_tie:
+                        for c in range(width):
+                            if tie[c]:
+                                for j in range(m):
+                                    colbuf[j] = x[r0 + j, c0 + c]
+                                _keep_ties_first(colbuf, n, scratch[n - 1, c], colout)
+                                for j in range(m):
+                                    out[r0 + j, c0 + c] = colout[j]
+            else:
+                for c in range(cols):
+                    for j in range(length):
+                        v = x[r0 + j, c]
+                        colbuf[j] = v
+                        nan |= v != v
+                    if nan:
+                        break
+                    _keep_by_threshold(colbuf[:length], min(n, length), buf, colout[:length])
+                    for j in range(length):
+                        out[r0 + j, c] = colout[j]
+            nan_in_block[b] = nan
+    for b in range(blocks):
+        if nan_in_block[b]:
+            return b * m
+    return -1
+
+
+def _run_maybe_serial(fn: Any, x2: np.ndarray, n: int, m: int, out: np.ndarray) -> int:
+    """Run the parallel kernel ``fn`` (small inputs on one thread); return its NaN row or -1."""
     network = _selection_network(n, m) if m <= _NETWORK_MAX_M else _NO_NETWORK
     if x2.size >= _PARALLEL_MIN_SIZE:
-        return int(_nm_rows(x2, n, m, network, out))
+        return int(fn(x2, n, m, network, out))
     threads = numba.get_num_threads()
     numba.set_num_threads(1)
     try:
-        return int(_nm_rows(x2, n, m, network, out))
+        return int(fn(x2, n, m, network, out))
     finally:
         numba.set_num_threads(threads)
+
+
+def _mask_rows(x2: np.ndarray, n: int, m: int, out: np.ndarray) -> int:
+    """Run _nm_rows on the 2-D scores ``x2`` (small inputs on one thread); return its NaN row or -1."""
+    return _run_maybe_serial(_nm_rows, x2, n, m, out)
 
 
 # --------------------------------------------------------------------------- public API
@@ -297,7 +418,8 @@ def nm_mask(scores: Any, n: int = 2, m: int = 4, *, axis: int = -1, pad: bool = 
     (Batcher's odd-even merge sort, ``O(log^2 m)`` comparisons per entry), vectorised across
     groups; longer groups, and a padded last group, use quickselect (``O(1)`` expected per
     entry). Rows are processed in parallel (from 65536 entries on); the result does not depend on
-    the number of threads.
+    the number of threads. ``axis=0`` of a C-contiguous 2-D array (groups of ``m`` consecutive
+    rows) runs the same selection network across contiguous columns, without a transposed copy.
 
     References
     ----------
@@ -314,6 +436,12 @@ def nm_mask(scores: Any, n: int = 2, m: int = 4, *, axis: int = -1, pad: bool = 
     x = as_scores(scores)
     axis = check_axis(axis, x.ndim)
     check_group_length(x.shape[axis], m, axis, pad)
+    if x.ndim == 2 and axis == 0 and x.flags.c_contiguous:
+        # groups of m consecutive rows, compared across contiguous columns: no transposed copy
+        out = np.empty(x.shape, dtype=np.bool_)
+        if out.size and _run_maybe_serial(_nm_cols, x, n, m, out) >= 0:
+            reject_nan(x)
+        return out
     x2, moved_shape = rows_along(x, axis)
     out = np.empty(x2.shape, dtype=np.bool_)
     if out.size and _mask_rows(x2, n, m, out) >= 0:
@@ -520,3 +648,4 @@ def _warmup() -> None:
         x = np.arange(32, dtype=dtype).reshape(2, 16)
         nm_mask(x, 2, 4)
         nm_mask(x, 4, 16)
+        nm_mask(x.T.copy(), 2, 4, axis=0)

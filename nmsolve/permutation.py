@@ -394,7 +394,21 @@ def bimask_masks(W: Any, n: int, m: int, perm: Any, *, pad: bool = False) -> tup
     n, m = check_nm(n, m)
     values, fwd = _bimask_inputs(W, n, m, pad, "W")
     p = _check_permutation(perm, fwd.shape[0])
-    return fwd, _backward(values, fwd, p, n, m)
+    from nmsolve.nm import nm_mask
+
+    # |W * F| in permuted row order (one gather), then N:M along axis 0 (groups of m rows, no transpose)
+    fwd_p = np.take(fwd, p, axis=0)
+    keys = np.take(values, p, axis=0)
+    if keys.dtype.kind == "f":
+        np.abs(keys, out=keys)
+    np.multiply(keys, fwd_p, out=keys)
+    if keys.dtype.kind == "f" and np.isnan(keys).any():  # inf * 0 outside F (W itself holds no NaN)
+        np.copyto(keys, 0, where=~fwd_p)
+    back_p = nm_mask(keys, n, m, axis=0, pad=pad)
+    back_p &= fwd_p
+    back = np.empty_like(back_p)
+    back[p] = back_p
+    return fwd, back
 
 
 def _random_candidates(rng: np.random.Generator, count: int, rows: int, include_identity: bool) -> np.ndarray:
@@ -864,6 +878,15 @@ def _bound(scores: np.ndarray, n: int, m: int) -> float:
         return float(np.partition(scores, cols - keep, axis=1)[:, cols - keep :].sum(dtype=np.float64))
 
 
+def _tolerance(rows: int, m: int) -> float:
+    """Smallest gain a channel search acts on, for scores scaled to [0, 1].
+
+    Gains are sums of about ``rows * m`` terms of at most 1, so float64 rounding stays far below
+    this; anything larger is a real improvement (the searches never cycle on rounding noise).
+    """
+    return 1e-13 * max(1, rows * m)
+
+
 class _Budget:
     """Iterations and a wall-clock deadline shared by the phases of a channel search."""
 
@@ -898,7 +921,7 @@ def _swap_method(
     D = np.empty((cols, cols))
     _swap_init(colv, perm, n, m, grp, pos, nth, nxt, P, D)
     tabu = np.zeros((cols, groups), dtype=np.int64)
-    tol = 1e-9 * max(rows, 1)
+    tol = _tolerance(rows, m)
     state = np.zeros(3)
     best_perm = perm.copy()
     # chunks of about 2**22 score operations between time checks
@@ -1016,7 +1039,7 @@ def _stripes_method(
     subsets, by_low = _combinations_bits(k * m, m)
     group_value = np.empty(groups)
     _group_values(colv, perm, n, m, group_value)
-    tol = 1e-9 * max(rows, 1)
+    tol = _tolerance(rows, m)
     improvements = _stripes_sweeps(
         colv, perm, n, m, combos, np.ones(groups, np.bool_), subsets, by_low, group_value, tol
     )
@@ -1091,7 +1114,7 @@ def _assignment_refine(
     cols, rows = colv.shape
     groups = cols // m
     cost = np.empty((groups, groups))
-    tol = 1e-9 * max(rows, 1)
+    tol = _tolerance(rows, m)
     applied = idle = 0
     while idle < m and groups > 1 and not budget.expired():
         eject = rng.integers(0, m, size=groups)

@@ -1153,7 +1153,10 @@ def transposable_mask(
     shortest augmenting paths (dense Dijkstra on ``2m`` nodes) place the shed units while keeping
     complementary slackness, which certifies optimality. ``O(n m^3)`` worst case per tile, far less
     in practice. For ``m = 4`` every valid tile (90 for 2:4, 24 for 1:4 and 3:4) is scored,
-    vectorised over tiles. "Exact" means up to float64 rounding of sums of magnitudes.
+    vectorised over tiles (2:4 scores each tile and its complement from one sum). "Exact" means
+    up to the rounding of float64 sums over a tile: masks whose kept magnitudes differ by less
+    than about ``n * m * 2**-52 * max|W_tile|`` (that times ``m*m + 1`` in a tile holding
+    ``inf``) may be ranked either way, e.g. the choice among entries of 1.0 next to a 1e300.
 
     **Ties.** The result is a deterministic function of each tile's values, the same for any
     number of threads. Among tiles of equal weight, ``m = 4`` returns the first in lexicographic

@@ -371,3 +371,27 @@ def test_kept_magnitude_and_fraction():
         nmsolve.kept_fraction(w, mask[:, :2])
     with pytest.raises(ValueError, match="NaN"):
         nmsolve.kept_fraction(np.array([np.nan]), np.array([True]))
+
+
+@pytest.mark.parametrize(("n", "m"), [(2, 4), (1, 4), (4, 8), (3, 7), (2, 70)])
+@pytest.mark.parametrize("extra", [0, 3])
+def test_axis0_of_2d_matches_oracle_with_ties_and_padding(n, m, extra):
+    # groups of m consecutive ROWS (the no-transpose path), many ties, a padded last block
+    x = np.random.default_rng(m + extra).integers(0, 3, size=(2 * m + extra, 1100)).astype(np.float32)
+    expected = nm_mask_sorted(np.ascontiguousarray(x.T), n, m).T
+    np.testing.assert_array_equal(nmsolve.nm_mask(x, n, m, axis=0, pad=True), expected)
+    np.testing.assert_array_equal(nmsolve.nm_mask(x, n, m, axis=-2, pad=True), expected)
+    np.testing.assert_array_equal(nmsolve.nm_mask(np.asfortranarray(x), n, m, axis=0, pad=True), expected)
+
+
+def test_axis0_large_parallel_matches_axis1_of_transpose():
+    x = np.random.default_rng(0).standard_normal((256, 512))
+    for n, m in [(2, 4), (4, 16)]:
+        np.testing.assert_array_equal(nmsolve.nm_mask(x, n, m, axis=0), nmsolve.nm_mask(x.T.copy(), n, m).T)
+
+
+def test_axis0_nan_is_an_error_naming_the_location():
+    x = np.ones((8, 12))
+    x[5, 7] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        nmsolve.nm_mask(x, 2, 4, axis=0)

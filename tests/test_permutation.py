@@ -415,3 +415,12 @@ def test_channel_permutation_bad_input(w, kwargs, error, match):
 def test_stripes_refuse_too_many_group_sets():
     with pytest.raises(ValueError, match="use method='tabu'"):
         nmsolve.channel_permutation(np.ones((1, 4 * 200)), 2, 4, method="stripes", stripe_groups=4)
+
+
+def test_tiny_but_real_gains_are_taken():
+    # found by hypothesis: a gain of 7.6e-10 of max|W| used to fall under the search tolerance
+    w = np.array([[0.0, 0.0, 1.0, 7.6371636e-10, 7.6371636e-10, 7.6371636e-10, 7.6371636e-10, 7.6371636e-10]])
+    best = best_channel_permutation_bruteforce(w, 3, 4)
+    for method in ("stripes", "tabu", "greedy"):
+        res = nmsolve.channel_permutation(w, 3, 4, method=method, rng=0)
+        assert res.kept_after == pytest.approx(best, rel=1e-15), method

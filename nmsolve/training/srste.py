@@ -8,11 +8,20 @@ import numpy as np
 
 from nmsolve._jit import kernel, prange
 from nmsolve._validate import as_array, as_scores, raise_nan, reject_nan
+from nmsolve.nm import (
+    _BLOCK_VALUES,
+    _NETWORK_MAX_M,
+    _NO_NETWORK,
+    _ROW_CHUNKS,
+    _has_nan,
+    _keep_m4,
+    _keep_network,
+    _selection_network,
+)
 
-# Longest group for which the fused kernel compares every pair of entries; longer groups fall back
-# to nmsolve.nm_mask.
-FUSED_MAX_M = 64
-_BLOCK_GROUPS = 256
+# Longest group that the fused kernel handles (nmsolve.nm's selection network); longer groups fall
+# back to nmsolve.nm_mask.
+FUSED_MAX_M = _NETWORK_MAX_M
 
 SRSTE_DECAY = 2e-4
 """The published lambda_W of SR-STE."""
@@ -79,43 +88,42 @@ def srste_gradient(grad: Any, weight: Any, mask: Any, *, decay: float = SRSTE_DE
 # The torch hooks call these on zero-copy numpy views of CPU tensors, one pass over memory each.
 
 
-def _magnitude_nm_py(w, n, m, mask, masked, one):  # type: ignore[no-untyped-def]
+def _magnitude_nm_py(w, n, m, network, mask, masked, one):  # type: ignore[no-untyped-def]
     """For each row of w (groups of m along it): mask = top-n |w| (ties -> lower index) as 0/1 in
     the dtype of ``one``, masked = w * mask. Returns the first row holding NaN, or -1.
 
-    Blocks of groups are transposed into xt[j, g] so that every comparison of positions i < j runs
-    as one vectorised loop over groups (as in nmsolve.nm); entry j is beaten by i when
-    |w_i| > |w_j| or (|w_i| == |w_j| and i < j), and kept when fewer than n entries beat it.
+    The selection is nmsolve.nm's own block kernels (_keep_m4 for m = 4, the selection network
+    otherwise) run on |w| of one block of about _BLOCK_VALUES entries at a time, copied into cache-sized
+    scratch, so that w is read once and mask and masked are written once.
     """
     rows, length = w.shape
-    groups = length // m
+    step = max(1, _BLOCK_VALUES // m) * m
+    chunks = min(rows, _ROW_CHUNKS)
     bad = np.zeros(rows, dtype=np.bool_)
-    for a in prange(rows):
-        wr, mr, sr = w[a], mask[a], masked[a]
-        xt = np.empty((m, _BLOCK_GROUPS), dtype=w.dtype)
-        beaten = np.empty((m, _BLOCK_GROUPS), dtype=np.int32)
-        nan_seen = False
-        for g0 in range(0, groups, _BLOCK_GROUPS):
-            nb = min(_BLOCK_GROUPS, groups - g0)
-            for j in range(m):
-                for g in range(nb):
-                    v = abs(wr[(g0 + g) * m + j])
-                    xt[j, g] = v
-                    nan_seen |= v != v
-                    beaten[j, g] = 0
-            for i in range(m):
-                for j in range(i + 1, m):
-                    for g in range(nb):
-                        later_wins = xt[j, g] > xt[i, g]
-                        beaten[i, g] += later_wins
-                        beaten[j, g] += 1 - later_wins
-            for j in range(m):
-                for g in range(nb):
-                    idx = (g0 + g) * m + j
-                    kept = (beaten[j, g] < n) * one
-                    mr[idx] = kept
-                    sr[idx] = wr[idx] * kept  # the same product torch's weight * mask computes
-        bad[a] = nan_seen
+    for c in prange(chunks):
+        xa = np.empty(step, dtype=w.dtype)
+        kept = np.empty(step, dtype=np.bool_)
+        scratch = np.empty((m, step // m), dtype=w.dtype)
+        for a in range(c * rows // chunks, (c + 1) * rows // chunks):
+            wr, mr, sr = w[a], mask[a], masked[a]
+            nan = False
+            for start in range(0, length, step):
+                size = min(step, length - start)
+                for i in range(size):
+                    xa[i] = abs(wr[start + i])
+                if m == 4:
+                    nan = _keep_m4(xa[:size], n, kept[:size])
+                else:
+                    nan = _has_nan(xa[:size])
+                    if not nan:
+                        _keep_network(xa[:size], n, m, network, scratch, kept[:size])
+                if nan:
+                    break
+                for i in range(size):
+                    k = kept[i] * one
+                    mr[start + i] = k
+                    sr[start + i] = wr[start + i] * k  # the same product torch's weight * mask computes
+            bad[a] = nan
     for a in range(rows):
         if bad[a]:
             return a
@@ -146,7 +154,8 @@ def magnitude_nm_into(weight: np.ndarray, n: int, m: int, mask: np.ndarray, mask
     :func:`nmsolve.nm_mask` does; NaN raises ``ValueError``.
     """
     fn = _magnitude_nm_par if weight.size >= _PARALLEL_MIN_SIZE else _magnitude_nm_ser
-    if fn(weight, n, m, mask, masked, mask.dtype.type(1)) >= 0:
+    network = _selection_network(n, m) if m != 4 else _NO_NETWORK
+    if fn(weight, n, m, network, mask, masked, mask.dtype.type(1)) >= 0:
         raise_nan("weight", np.argwhere(np.isnan(weight))[0])
 
 
