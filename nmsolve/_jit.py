@@ -14,9 +14,10 @@ of them:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import numba
@@ -44,6 +45,24 @@ def kernel(*, parallel: bool = False) -> Callable[[F], F]:
         return numba.njit(cache=CACHE, fastmath=False, nogil=True, parallel=parallel)(fn)  # type: ignore[return-value]
 
     return wrap
+
+
+@contextlib.contextmanager
+def threads_for(work: int, minimum: int) -> Iterator[None]:
+    """Run the enclosed parallel kernels on one thread when ``work < minimum``.
+
+    Waking numba's thread pool costs milliseconds on a busy machine, more than small calls gain from
+    it. Results never depend on the thread count, only the speed does.
+    """
+    if work >= minimum:
+        yield
+        return
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
 
 
 def warmup() -> None:

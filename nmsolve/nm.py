@@ -6,10 +6,9 @@ import functools
 import math
 from typing import Any
 
-import numba
 import numpy as np
 
-from nmsolve._jit import kernel, prange
+from nmsolve._jit import kernel, prange, threads_for
 from nmsolve._validate import (
     as_array,
     as_scores,
@@ -363,14 +362,8 @@ def _nm_cols(x, n, m, network, out):  # type: ignore[no-untyped-def]
 def _run_maybe_serial(fn: Any, x2: np.ndarray, n: int, m: int, out: np.ndarray) -> int:
     """Run the parallel kernel ``fn`` (small inputs on one thread); return its NaN row or -1."""
     network = _selection_network(n, m) if m <= _NETWORK_MAX_M else _NO_NETWORK
-    if x2.size >= _PARALLEL_MIN_SIZE:
+    with threads_for(x2.size, _PARALLEL_MIN_SIZE):
         return int(fn(x2, n, m, network, out))
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        return int(fn(x2, n, m, network, out))
-    finally:
-        numba.set_num_threads(threads)
 
 
 def _mask_rows(x2: np.ndarray, n: int, m: int, out: np.ndarray) -> int:

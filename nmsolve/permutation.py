@@ -12,17 +12,15 @@ shape a frozen result.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from nmsolve._jit import kernel, prange
+from nmsolve._jit import kernel, prange, threads_for
 from nmsolve._validate import (
     as_array,
     as_rng,
@@ -241,22 +239,6 @@ def _local_search_rows(  # type: ignore[no-untyped-def]
 _PARALLEL_MIN_WORK = 1 << 22
 
 
-@contextlib.contextmanager
-def _threads_for(work: int) -> Iterator[None]:
-    """Run the enclosed parallel kernels single-threaded when ``work`` is small."""
-    if work >= _PARALLEL_MIN_WORK:
-        yield
-        return
-    import numba
-
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(before)
-
-
 def _pack_rows(mask: np.ndarray) -> np.ndarray:
     """Rows of a bool matrix packed into uint64 words (zero padded); bit order is irrelevant here."""
     rows, cols = mask.shape
@@ -335,7 +317,7 @@ def _bimask_inputs(F_or_W: Any, n: int, m: int, pad: bool, name: str) -> tuple[n
 def _backward(values: np.ndarray, fwd: np.ndarray, perm: np.ndarray, n: int, m: int) -> np.ndarray:
     out = np.zeros(fwd.shape, dtype=np.bool_)
     if out.size:
-        with _threads_for(out.size * m):
+        with threads_for(out.size * m, _PARALLEL_MIN_WORK):
             _backward_mask(values, fwd, perm, n, m, out)
     return out
 
@@ -532,7 +514,7 @@ def bimask_permutation(
     bits = _pack_rows(fwd)
     scores = np.zeros(len(cands), dtype=np.int64)
     if rows:
-        with _threads_for(cands.size * bits.shape[1] * min(n, m)):
+        with threads_for(cands.size * bits.shape[1] * min(n, m), _PARALLEL_MIN_WORK):
             _bimask_scores(bits, cands, n, m, scores)
     best = int(np.argmax(scores))
     perm = cands[best].copy()

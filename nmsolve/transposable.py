@@ -17,19 +17,16 @@ Solvers (``method=``):
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numba
 import numpy as np
 
-from nmsolve._jit import kernel, prange
+from nmsolve._jit import kernel, prange, threads_for
 from nmsolve._validate import as_array, as_scores, check_group_length, check_nm, reject_nan
 
 # A tile whose largest finite magnitude exceeds this is scaled by a power of two (exact, except that
@@ -1065,25 +1062,11 @@ def _progress_bar(total: int, progress: bool, label: str) -> Any:
     return tqdm(total=total, desc=label, unit="tile")
 
 
-@contextlib.contextmanager
-def _threads_for(size: int) -> Iterator[None]:
-    """Run the enclosed kernel calls on one thread when ``size`` entries is little work."""
-    if size >= _PARALLEL_MIN_SIZE:
-        yield
-        return
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(threads)
-
-
 def _run(x: np.ndarray, n: int, m: int, method: str, progress: bool) -> np.ndarray:
     if x.size == 0:
         return np.zeros(x.shape, dtype=bool)
     if method in ("mcf", "approx"):
-        with _threads_for(x.size):
+        with threads_for(x.size, _PARALLEL_MIN_SIZE):
             return _solve_kernel(x, n, m, method, progress)[0]
     return _solve_reference(x, n, m, method, progress)
 
@@ -1362,7 +1345,7 @@ def transposable_report(
 def _objective(x: np.ndarray, mask: np.ndarray) -> float:
     if x.size == 0:
         return 0.0
-    with _threads_for(x.size):
+    with threads_for(x.size, _PARALLEL_MIN_SIZE):
         return float(_kept_sum(x, mask))
 
 
@@ -1379,7 +1362,7 @@ def _approx_with_stats(W: Any, n: int, m: int) -> tuple[np.ndarray, int]:
     x, n, m = _check_matrix(W, n, m, pad=True)
     if x.size == 0:
         return np.zeros(x.shape, dtype=bool), 0
-    with _threads_for(x.size):
+    with threads_for(x.size, _PARALLEL_MIN_SIZE):
         return _solve_kernel(x, n, m, "approx", False)
 
 
@@ -1389,7 +1372,7 @@ def _stage_mask(W: Any, n: int, m: int, stage: int) -> np.ndarray:
     out = np.zeros(x.shape, dtype=np.bool_)
     tiles_per_row = -(-x.shape[1] // m)
     total = -(-x.shape[0] // m) * tiles_per_row
-    with _threads_for(x.size):
+    with threads_for(x.size, _PARALLEL_MIN_SIZE):
         _approx_kernel(x, n, m, 0, total, tiles_per_row, _network(m), _network(m, n), _sweeps(m), out, stage)
     return out
 
@@ -1400,7 +1383,7 @@ def _mcf_generic(W: Any, n: int, m: int) -> np.ndarray:
     out = np.zeros(x.shape, dtype=np.bool_)
     tiles_per_row = -(-x.shape[1] // m)
     total = -(-x.shape[0] // m) * tiles_per_row
-    with _threads_for(x.size):
+    with threads_for(x.size, _PARALLEL_MIN_SIZE):
         nan, fail = _mcf_kernel(x, n, m, 0, total, tiles_per_row, _sweeps(m), _network(m, n), out)
     if nan >= 0:
         reject_nan(x, "W")

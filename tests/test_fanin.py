@@ -2,9 +2,6 @@
 
 import itertools
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -411,17 +408,3 @@ def test_parallel_kernels_match_the_oracles(monkeypatch, seed):
 
 
 # --------------------------------------------------------------------------- package level
-
-
-def test_kernels_agree_without_jit():
-    """The oracle tests pass with NUMBA_DISABLE_JIT=1 (the kernels' logic as plain Python)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_fanin.py", "-k", "oracle"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "NUMBA_DISABLE_JIT": "1", "HYPOTHESIS_PROFILE": "dev"},
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert " passed" in result.stdout

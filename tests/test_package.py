@@ -37,20 +37,20 @@ def test_import_is_light():
     assert result.stdout.strip() == "[]"
 
 
-def test_kernels_agree_without_jit():
+# (test file, -k expression): the oracle tests of every module with numba kernels
+NO_JIT_CHECKS = [
+    ("tests/test_nm.py", "oracle or ties or inf or nan or pad or views or empty"),
+    ("tests/test_transposable.py", "bruteforce_on_every or underfills or greedy_stage or forced_exact or infinite"),
+    ("tests/test_fanin.py", "oracle"),
+    ("tests/test_permutation.py", "oracle"),
+]
+
+
+@pytest.mark.parametrize(("path", "keyword"), NO_JIT_CHECKS)
+def test_kernels_agree_without_jit(path, keyword):
     """The oracle tests pass with NUMBA_DISABLE_JIT=1, proving the kernels' logic as plain Python."""
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "tests/test_nm.py",
-            "-k",
-            "oracle or ties or inf or nan or pad or views or empty",
-        ],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", path, "-k", keyword],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -1,7 +1,4 @@
 import math
-import os
-import subprocess
-import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -476,27 +473,3 @@ def test_progress_bar(capsys):
             nmsolve.transposable_mask(x, 2, 4, method=method),
         )
     assert "tile" in capsys.readouterr().err
-
-
-def test_kernels_agree_without_jit():
-    """The oracle tests pass as plain Python (NUMBA_DISABLE_JIT=1): the logic, not the compiler."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "tests/test_transposable.py",
-            "-k",
-            "bruteforce_on_every or underfills or greedy_stage or forced_exact or infinite",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "NUMBA_DISABLE_JIT": "1", "HYPOTHESIS_PROFILE": "dev"},
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert " passed" in result.stdout
