@@ -37,9 +37,10 @@ class TransposableTraining(NMTraining):
     every : int, default 40
         Steps between mask recomputations (our default, chosen for the overhead target; the paper
         does not fix one).
-    solver : {"approx", "mcf"}, default "approx"
-        ``method`` of :func:`nmsolve.transposable_mask`: the fast approximation or the exact
-        min-cost-flow optimum.
+    solver : {"mcf", "approx"}, default "mcf"
+        ``method`` of :func:`nmsolve.transposable_mask`: the exact min-cost-flow optimum (the
+        default: on CPU it is also faster than the approximation, see bench/results/transposable.md)
+        or the factor-2 approximation.
     decay : float, default 2e-4
         SR-STE decay of pruned weights (0 disables it).
     include, exclude, types, dense_first_last
@@ -75,7 +76,7 @@ class TransposableTraining(NMTraining):
         m: int = 4,
         *,
         every: int = 40,
-        solver: str = "approx",
+        solver: str = "mcf",
         decay: float = SRSTE_DECAY,
         **kwargs: Any,
     ) -> None:
