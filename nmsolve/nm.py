@@ -44,11 +44,12 @@ MAX_COMBINATIONS = 1 << 20
 
 
 @functools.lru_cache(maxsize=256)
-def _selection_network(n: int, m: int) -> np.ndarray:
-    """Comparators ``(a, b)``, ``a < b``, that leave the n-th and (n+1)-th largest of m on wires n-1, n.
+def _sorting_network(m: int, outputs: frozenset[int] | None = None) -> np.ndarray:
+    """Comparators ``(a, b)``, ``a < b``, of Batcher's odd-even merge sort on m wires, read-only.
 
-    Batcher's odd-even merge sort (which sorts m wires into descending order when each comparator
-    puts the larger value on wire a), without the comparators that cannot reach wires n-1 or n.
+    With each comparator putting the larger value on wire a, the network sorts into descending
+    order. ``outputs`` keeps only the comparators that can reach those wires: all that selecting
+    the values that end on them needs. Shared by nm_mask and the transposable solvers.
     """
     pairs = []
     p = 1
@@ -61,18 +62,42 @@ def _selection_network(n: int, m: int) -> np.ndarray:
                         pairs.append((i + j, i + j + k))
             k //= 2
         p *= 2
-    needed = {n - 1, n} if n < m else {n - 1}
-    kept = []
-    for a, b in reversed(pairs):
-        if a in needed or b in needed:
-            kept.append((a, b))
-            needed |= {a, b}
-    network = np.array(kept[::-1], dtype=np.int64).reshape(-1, 2)
+    if outputs is not None:
+        needed = set(outputs)
+        kept = []
+        for a, b in reversed(pairs):
+            if a in needed or b in needed:
+                kept.append((a, b))
+                needed |= {a, b}
+        pairs = kept[::-1]
+    network = np.array(pairs, dtype=np.int64).reshape(-1, 2)
     network.setflags(write=False)
     return network
 
 
+def _selection_network(n: int, m: int) -> np.ndarray:
+    """The comparators that leave the n-th and (n+1)-th largest of m on wires n - 1 and n."""
+    return _sorting_network(m, frozenset({n - 1, n} if n < m else {n - 1}))
+
+
 # --------------------------------------------------------------------------- kernels
+
+
+@kernel()
+def _sort_lanes(t, lanes, network):  # type: ignore[no-untyped-def]
+    """Apply ``network`` to every column (lane) of t[:, :lanes]: descending order on its wires.
+
+    Each comparator is a branch-free compare-exchange over all lanes, which vectorises.
+    """
+    for c in range(network.shape[0]):
+        a = network[c, 0]
+        b = network[c, 1]
+        for lane in range(lanes):
+            u = t[a, lane]
+            v = t[b, lane]
+            larger = u > v
+            t[a, lane] = u if larger else v
+            t[b, lane] = v if larger else u
 
 
 @kernel()
@@ -183,15 +208,7 @@ def _keep_network(xb, n, m, network, scratch, ob):  # type: ignore[no-untyped-de
     for j in range(m):
         for g in range(groups):
             scratch[j, g] = xg[g, j]
-    for c in range(network.shape[0]):
-        a = network[c, 0]
-        b = network[c, 1]
-        for g in range(groups):
-            u = scratch[a, g]
-            v = scratch[b, g]
-            larger = u > v
-            scratch[a, g] = u if larger else v
-            scratch[b, g] = v if larger else u
+    _sort_lanes(scratch, groups, network)
     for g in range(groups):
         t = scratch[n - 1, g]
         if n == m or scratch[n, g] < t:
@@ -313,15 +330,7 @@ def _nm_cols(x, n, m, network, out):  # type: ignore[no-untyped-def]
                             nan |= v != v
                     if nan:
                         break
-                    for k in range(network.shape[0]):
-                        a = network[k, 0]
-                        bb = network[k, 1]
-                        for c in range(width):
-                            u = scratch[a, c]
-                            v = scratch[bb, c]
-                            larger = u > v
-                            scratch[a, c] = u if larger else v
-                            scratch[bb, c] = v if larger else u
+                    _sort_lanes(scratch, width, network)
                     any_tie = False
                     if n < m:
                         for c in range(width):

@@ -28,6 +28,7 @@ import numpy as np
 
 from nmsolve._jit import kernel, prange, threads_for
 from nmsolve._validate import as_array, as_scores, check_group_length, check_nm, reject_nan
+from nmsolve.nm import _sort_lanes, _sorting_network
 
 # A tile whose largest finite magnitude exceeds this is scaled by a power of two (exact, except that
 # magnitudes below 2**-800 or so may underflow to 0) so that sums of potentials cannot overflow.
@@ -55,41 +56,10 @@ _PARALLEL_MIN_SIZE = 1 << 17
 # --------------------------------------------------------------------------- tables
 
 
-def _merge_exchange(size: int) -> np.ndarray:
-    """Comparator pairs (p < q) of Batcher's merge-exchange sorting network for ``size`` inputs.
-
-    Knuth, TAOCP vol. 3, Algorithm 5.2.2M; works for any size, 63 comparators for 16 inputs.
-    """
-    pairs: list[tuple[int, int]] = []
-    if size >= 2:
-        t = (size - 1).bit_length()
-        p = 1 << (t - 1)
-        while p > 0:
-            q, r, d = 1 << (t - 1), 0, p
-            while True:
-                pairs.extend((i, i + d) for i in range(size - d) if i & p == r)
-                if q == p:
-                    break
-                d, q, r = q - p, q >> 1, p
-            p >>= 1
-    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
-
-
-@functools.lru_cache(maxsize=64)
 def _network(m: int, n: int = 0) -> np.ndarray:
     """The sorting network for m lanes (n = 0), or only the comparators that reach outputs n - 1 and
-    n, which is all that selecting the n-th and (n+1)-th largest needs (about 16% fewer)."""
-    net = _merge_exchange(m)
-    if n:
-        needed = {n - 1, n}
-        kept = []
-        for p, q in reversed(net.tolist()):
-            if p in needed or q in needed:
-                kept.append((p, q))
-                needed |= {p, q}
-        net = np.array(kept[::-1], dtype=np.int64).reshape(-1, 2)
-    net.setflags(write=False)
-    return net
+    n, which is all that selecting the n-th and (n+1)-th largest needs."""
+    return _sorting_network(m, frozenset({n - 1, n}) if n else None)
 
 
 @functools.lru_cache(maxsize=4)
@@ -188,22 +158,6 @@ def _store_tile(keep, r0, c0, m, out):  # type: ignore[no-untyped-def]
     for i in range(min(m, rows - r0)):
         for j in range(min(m, cols - c0)):
             out[r0 + i, c0 + j] = keep[i, j]
-
-
-@kernel()
-def _sort_lanes(t, lanes, net):  # type: ignore[no-untyped-def]
-    """Sort every column (lane) of t[:, :lanes] in descending order with a sorting network.
-
-    Each comparator is a branch-free compare-exchange over all lanes, which vectorises.
-    """
-    for c in range(net.shape[0]):
-        p = net[c, 0]
-        q = net[c, 1]
-        for lane in range(lanes):
-            a = t[p, lane]
-            b = t[q, lane]
-            t[p, lane] = a if a >= b else b
-            t[q, lane] = b if a >= b else a
 
 
 # --------------------------------------------------------------------------- exact per-tile solver
