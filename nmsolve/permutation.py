@@ -626,11 +626,13 @@ def _group_stats(colv, perm, g, n, m, nth, nxt, buf):  # type: ignore[no-untyped
 
 
 @kernel()
-def _gain_row(colv, x, g, nth, nxt, P, th):  # type: ignore[no-untyped-def]
+def _gain_row(colv, rowv, x, g, nth, nxt, P, th):  # type: ignore[no-untyped-def]
     """P[x, y] = change of group g's kept score when column x (in g) is replaced by column y.
 
     Removing x drops its score if it was kept (the (n+1)-th enters); y then enters if it beats the
     new n-th largest: gain = [x kept] * (nxt - v_x) + max(0, v_y - threshold), summed over rows.
+    ``rowv`` is ``colv.T`` (row-major): the sums run over rows in order for every y at once, a loop
+    the compiler vectorises across y without reordering any sum.
     """
     cols, rows = colv.shape
     removal = 0.0
@@ -642,15 +644,17 @@ def _gain_row(colv, x, g, nth, nxt, P, th):  # type: ignore[no-untyped-def]
             th[r] = nxt[g, r]
         else:
             th[r] = a
-    for y in range(cols):
-        s = removal
-        for r in range(rows):
-            s += max(colv[y, r] - th[r], 0.0)
-        P[x, y] = s
+    out = P[x]
+    out[:] = removal
+    for r in range(rows):
+        t = th[r]
+        vals = rowv[r]
+        for y in range(cols):
+            out[y] += max(vals[y] - t, 0.0)
 
 
 @kernel()
-def _swap_init(colv, perm, n, m, grp, pos, nth, nxt, P, D):  # type: ignore[no-untyped-def]
+def _swap_init(colv, rowv, perm, n, m, grp, pos, nth, nxt, P, D):  # type: ignore[no-untyped-def]
     cols, rows = colv.shape
     groups = cols // m
     buf = np.empty(n + 1)
@@ -661,7 +665,7 @@ def _swap_init(colv, perm, n, m, grp, pos, nth, nxt, P, D):  # type: ignore[no-u
     for g in range(groups):
         _group_stats(colv, perm, g, n, m, nth, nxt, buf)
     for x in range(cols):
-        _gain_row(colv, x, grp[x], nth, nxt, P, th)
+        _gain_row(colv, rowv, x, grp[x], nth, nxt, P, th)
     for x in range(cols):
         for y in range(cols):
             D[x, y] = P[x, y] + P[y, x]
@@ -669,7 +673,7 @@ def _swap_init(colv, perm, n, m, grp, pos, nth, nxt, P, D):  # type: ignore[no-u
 
 @kernel()
 def _swap_search(  # type: ignore[no-untyped-def]
-    colv, perm, n, m, grp, pos, nth, nxt, P, D, tabu, it0, iters, tenure, jitter, greedy, tol, state, best_perm
+    colv, rowv, perm, n, m, grp, pos, nth, nxt, P, D, tabu, it0, iters, tenure, jitter, greedy, tol, state, best_perm
 ):
     """Column-swap search: each iteration applies the best swap of two columns in different groups.
 
@@ -722,7 +726,7 @@ def _swap_search(  # type: ignore[no-untyped-def]
         _group_stats(colv, perm, b, n, m, nth, nxt, buf)
         for g in (a, b):
             for k in range(m):
-                _gain_row(colv, perm[g * m + k], g, nth, nxt, P, th)
+                _gain_row(colv, rowv, perm[g * m + k], g, nth, nxt, P, th)
         for g in (a, b):
             for k in range(m):
                 x = perm[g * m + k]
@@ -901,7 +905,8 @@ def _swap_method(
     nxt = np.empty((groups, rows))
     P = np.empty((cols, cols))
     D = np.empty((cols, cols))
-    _swap_init(colv, perm, n, m, grp, pos, nth, nxt, P, D)
+    rowv = np.ascontiguousarray(colv.T)
+    _swap_init(colv, rowv, perm, n, m, grp, pos, nth, nxt, P, D)
     tabu = np.zeros((cols, groups), dtype=np.int64)
     tol = _tolerance(rows, m)
     state = np.zeros(3)
@@ -915,7 +920,26 @@ def _swap_method(
         steps = min(chunk, max_iter - done)
         jitter = rng.integers(0, tenure + 1, size=2 * steps)
         ran = _swap_search(
-            colv, perm, n, m, grp, pos, nth, nxt, P, D, tabu, done, steps, tenure, jitter, greedy, tol, state, best_perm
+            colv,
+            rowv,
+            perm,
+            n,
+            m,
+            grp,
+            pos,
+            nth,
+            nxt,
+            P,
+            D,
+            tabu,
+            done,
+            steps,
+            tenure,
+            jitter,
+            greedy,
+            tol,
+            state,
+            best_perm,
         )
         done += ran
         if bar is not None:
@@ -1155,9 +1179,11 @@ def channel_permutation(
         Stop after about this many seconds (checked between chunks of work); the result then
         depends on the machine's speed.
     max_iter : int or None
-        Tabu/greedy: at most this many swaps (default 1000, a budget that favours speed: about
-        0.05 s for 64 columns, a few seconds for 1536; raise it, with ``time_limit`` as a cap,
-        for more).
+        Tabu/greedy: at most this many swaps (default 1000, a budget that favours speed: a few
+        hundredths of a second for 64 columns, a few seconds for 1536; raise it, with ``time_limit``
+        as a cap, for more). Each swap costs ``O(m * in * out)``; on 128 x 64 Gaussian matrices
+        20 000 swaps (about half a second) come within 0.1 point of efficacy of the exact optimum,
+        which averages about 38% there (see ``bench/results/permutation.md``).
     patience : int or None
         Tabu: stop after this many swaps without a new best (default ``max(200, in // 4)``).
     tenure : int or None
@@ -1193,6 +1219,10 @@ def channel_permutation(
     ``stripe_groups``): use it on small layers. Ties: the first best swap in column order. The
     result is never worse than the identity (if the search finds no gain, the identity is
     returned).
+
+    Efficacy has a ceiling well below 1: no permutation closes the whole gap to the unstructured
+    bound. On the benchmark's ten 128 x 64 Gaussian matrices at 2:4 the exact optimum (certified by
+    a set-partitioning LP bound and a MILP) ranges from 36.4% to 40.1%, mean 38.2%.
 
     References
     ----------

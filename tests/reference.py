@@ -285,6 +285,14 @@ def channel_kept_naive(w: np.ndarray, perm, n: int, m: int) -> float:
     return math.fsum(parts)
 
 
+def channel_swap_gain_naive(w: np.ndarray, perm, x: int, y: int, n: int, m: int) -> float:
+    """Change of the kept magnitude when columns x and y (column ids, not positions) trade places in perm."""
+    order = list(perm)
+    i, j = order.index(x), order.index(y)
+    order[i], order[j] = y, x
+    return channel_kept_naive(w, order, n, m) - channel_kept_naive(w, perm, n, m)
+
+
 def channel_bound_naive(w: np.ndarray, n: int, m: int) -> float:
     """The efficacy bound: the top n/m of every row of |w|, unstructured."""
     import math
