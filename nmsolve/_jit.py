@@ -33,6 +33,7 @@ WARMUP_MODULES: tuple[str, ...] = (
     "nmsolve.nm",
     "nmsolve.fanin",
     "nmsolve.training.srste",
+    "nmsolve.training._fused",
     "nmsolve.transposable",
     "nmsolve.permutation",
 )

@@ -56,6 +56,40 @@ class _MaskedWeight(torch.autograd.Function):
         return (grad if owner.straight_through else grad * mask), None, None
 
 
+class _ProductCache:
+    """``weight * mask`` kept in one tensor, rewritten in place only when the weight, the mask or the
+    tensor itself changed (tracked by torch's version counters and data pointers)."""
+
+    def __init__(self) -> None:
+        self.tensor: torch.Tensor | None = None
+        self.key: tuple[Any, ...] | None = None
+
+    def _key(self, weight: torch.Tensor, mask: torch.Tensor) -> tuple[Any, ...]:
+        assert self.tensor is not None
+        return (weight._version, weight.data_ptr(), mask._version, mask.data_ptr(), self.tensor._version)
+
+    def tensor_for(self, weight: torch.Tensor) -> torch.Tensor:
+        t = self.tensor
+        if t is None or t.shape != weight.shape or t.dtype != weight.dtype or t.device != weight.device:
+            self.tensor = t = torch.empty_like(weight, memory_format=torch.contiguous_format)
+            self.key = None
+        return t
+
+    def mark_valid(self, weight: torch.Tensor, mask: torch.Tensor) -> None:
+        t = self.tensor_for(weight)
+        torch.autograd.graph.increment_version(t)  # graphs holding the old values must notice
+        torch.autograd.graph.increment_version(mask)
+        self.key = self._key(weight, mask)
+
+    def get(self, weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        t = self.tensor_for(weight)
+        if self.key != self._key(weight, mask):
+            with torch.no_grad():
+                torch.mul(weight, mask, out=t)
+            self.key = self._key(weight, mask)
+        return t.detach()  # an alias sharing storage and version counter with the cache
+
+
 class MaskParametrization(nn.Module):
     """``weight -> weight * mask``, the parametrization that every mask in ``nmsolve.torch`` uses.
 
@@ -83,7 +117,8 @@ class MaskParametrization(nn.Module):
     or the cache itself changed (tracked by torch's version counters), so several accesses per
     step (shared weights, evaluation) cost one multiplication and no new allocation. Code that
     writes the mask or the cache without torch (numpy views) calls :meth:`mark_cache_valid` or
-    :meth:`invalidate`.
+    :meth:`invalidate`. ``weight * backward_mask`` has a cache of its own, allocated on first use
+    (:meth:`backward_masked_weight`, :meth:`mark_backward_cache_valid`).
     """
 
     def __init__(
@@ -95,41 +130,40 @@ class MaskParametrization(nn.Module):
         self.straight_through = straight_through
         self.capture_grad = False
         self.dense_grad: torch.Tensor | None = None
-        self._cache: torch.Tensor | None = None
-        self._key: tuple[Any, ...] | None = None
-
-    def _cache_key(self, weight: torch.Tensor) -> tuple[Any, ...]:
-        cache = self._cache
-        assert cache is not None
-        return (weight._version, weight.data_ptr(), self.mask._version, self.mask.data_ptr(), cache._version)
+        self._forward = _ProductCache()
+        self._backward = _ProductCache()
 
     def cache_for(self, weight: torch.Tensor) -> torch.Tensor:
-        """The cache tensor for ``weight`` (allocated on its device and dtype when needed), unfilled."""
-        cache = self._cache
-        if cache is None or cache.shape != weight.shape or cache.dtype != weight.dtype or cache.device != weight.device:
-            self._cache = cache = torch.empty_like(weight, memory_format=torch.contiguous_format)
-            self._key = None
-        return cache
+        """The cache tensor of ``weight * mask`` (allocated on the weight's device and dtype when needed), unfilled."""
+        return self._forward.tensor_for(weight)
 
     def mark_cache_valid(self, weight: torch.Tensor) -> None:
         """Declare that the cache holds ``weight * mask`` (after writing it through a numpy view)."""
-        cache = self.cache_for(weight)
-        torch.autograd.graph.increment_version(cache)  # graphs holding the old values must notice
-        torch.autograd.graph.increment_version(self.mask)
-        self._key = self._cache_key(weight)
+        self._forward.mark_valid(weight, self.mask)
 
     def invalidate(self) -> None:
-        """Force the next access to recompute ``weight * mask``."""
-        self._key = None
+        """Force the next access to recompute ``weight * mask`` (and ``weight * backward_mask``)."""
+        self._forward.key = self._backward.key = None
 
     def masked_weight(self, weight: torch.Tensor) -> torch.Tensor:
         """``weight * mask`` from the cache, recomputed in place if anything changed (no autograd)."""
-        cache = self.cache_for(weight)
-        if self._key != self._cache_key(weight):
-            with torch.no_grad():
-                torch.mul(weight, self.mask, out=cache)
-            self._key = self._cache_key(weight)
-        return cache.detach()  # an alias sharing storage and version counter with the cache
+        return self._forward.get(weight, self.mask)
+
+    def backward_cache_for(self, weight: torch.Tensor) -> torch.Tensor:
+        """The cache tensor of ``weight * backward_mask``, unfilled (see :meth:`cache_for`)."""
+        return self._backward.tensor_for(weight)
+
+    def mark_backward_cache_valid(self, weight: torch.Tensor) -> None:
+        """Declare that the backward cache holds ``weight * backward_mask``."""
+        if self.backward_mask is None:
+            raise RuntimeError("this parametrization has no backward_mask")
+        self._backward.mark_valid(weight, self.backward_mask)
+
+    def backward_masked_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        """``weight * backward_mask`` from its own cache (as :meth:`masked_weight`; no autograd)."""
+        if self.backward_mask is None:
+            raise RuntimeError("this parametrization has no backward_mask")
+        return self._backward.get(weight, self.backward_mask)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and weight.requires_grad:

@@ -16,23 +16,30 @@ from nmsolve.torch._convert import to_numpy
 from nmsolve.torch.adapter import MaskParametrization, mask_parametrization, require
 from nmsolve.torch.srste import add_srste_term
 from nmsolve.torch.training import Layer, NMTraining
+from nmsolve.training._fused import bimask4_into
 from nmsolve.training.schedule import Every
 from nmsolve.training.srste import SRSTE_DECAY, check_decay
 
 
 class _BiMaskLinear(torch.autograd.Function):
-    """``y = x @ (W * F).T + b``; backward ``dX = dY @ (W * B)``, ``dW = dY.T @ x`` (dense), ``db``."""
+    """``y = x @ (W * F).T + b``; backward ``dX = dY @ (W * B)``, ``dW = dY.T @ x`` (dense), ``db``.
+
+    ``W * F`` and ``W * B`` come from the parametrization's caches (filled by the fused refresh, or
+    recomputed in place when stale); the saved ``W * B`` alias makes autograd raise if it is changed
+    before the backward pass.
+    """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, p: MaskParametrization):
-        ctx.save_for_backward(x, weight, p.backward_mask)
+        back = p.backward_masked_weight(weight) if ctx.needs_input_grad[0] else None
+        ctx.save_for_backward(x, back)
         ctx.has_bias = bias is not None
         return nn.functional.linear(x, p.masked_weight(weight), bias)
 
     @staticmethod
     def backward(ctx: Any, dy: torch.Tensor):
-        x, weight, back = ctx.saved_tensors
-        dx = dy @ (weight * back) if ctx.needs_input_grad[0] else None
+        x, back = ctx.saved_tensors
+        dx = dy @ back if ctx.needs_input_grad[0] else None
         dy2, x2 = dy.reshape(-1, dy.shape[-1]), x.reshape(-1, x.shape[-1])
         dw = dy2.T @ x2 if ctx.needs_input_grad[1] else None
         db = dy2.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
@@ -44,20 +51,22 @@ class _BiMaskConv2d(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x, weight, bias, p: MaskParametrization, conv: nn.Conv2d):  # type: ignore[no-untyped-def]
-        ctx.save_for_backward(x, weight, p.backward_mask)
+        back = p.backward_masked_weight(weight) if ctx.needs_input_grad[0] else None
+        ctx.save_for_backward(x, back)
+        ctx.weight_shape = weight.shape
         ctx.conv = (conv.stride, conv.padding, conv.dilation, conv.groups)
         ctx.has_bias = bias is not None
         return nn.functional.conv2d(x, p.masked_weight(weight), bias, *ctx.conv)
 
     @staticmethod
     def backward(ctx: Any, dy: torch.Tensor):  # type: ignore[no-untyped-def]
-        x, weight, back = ctx.saved_tensors
+        x, back = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.conv
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
-            dx = torch.nn.grad.conv2d_input(x.shape, weight * back, dy, stride, padding, dilation, groups)
+            dx = torch.nn.grad.conv2d_input(x.shape, back, dy, stride, padding, dilation, groups)
         if ctx.needs_input_grad[1]:
-            dw = torch.nn.grad.conv2d_weight(x, weight.shape, dy, stride, padding, dilation, groups)
+            dw = torch.nn.grad.conv2d_weight(x, ctx.weight_shape, dy, stride, padding, dilation, groups)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             db = dy.sum((0, 2, 3))
         return dx, dw, db, None, None
@@ -108,6 +117,15 @@ class BiMask(NMTraining):
     include, exclude, types, dense_first_last
         See :func:`~nmsolve.torch.sparsify`. Layers whose 2-D view is not a multiple of ``m`` on
         both axes are skipped with a reason.
+
+    Notes
+    -----
+    Per step: F and B of the current weights under the current permutation, and the masked weights
+    ``W * F`` (forward) and ``W * B`` (input gradient), both kept in the parametrization's caches
+    (one extra weight-sized tensor per layer for ``W * B``). For 2-D CPU float32/float64 weights and
+    ``m = 4`` all four come from one fused pass over ``W`` (:mod:`nmsolve.training._fused`); other
+    weights take :func:`nmsolve.bimask_masks` and torch. Every ``period`` steps
+    :func:`nmsolve.bimask_permutation` scores ``candidates`` random permutations first.
 
     References
     ----------
@@ -174,10 +192,27 @@ class BiMask(NMTraining):
         result = self._search(matrix, self.n, self.m, candidates=self.candidates, rng=self.rng)
         layer.state["permutation"] = np.asarray(result.permutation)
         layer.state["score"] = (int(result.score), int(result.identity_score), int(result.max_score))
-        self._set_masks(layer, result.forward_mask, result.backward_mask, layout)
+        if not self._refresh_fused(layer):  # the same F and B as the search's, plus both masked weights
+            self._set_masks(layer, result.forward_mask, result.backward_mask, layout)
+
+    def _refresh_fused(self, layer: Layer) -> bool:
+        """F, B, ``W * F`` and ``W * B`` in one pass (CPU float Linear weights, m = 4); False if not eligible."""
+        if self.m != 4 or layer.weight.dim() != 2:
+            return False
+        p = layer.param
+        w = layer.weight
+        views = [self.host_view(t) for t in (w, p.mask, p.backward_mask, p.cache_for(w), p.backward_cache_for(w))]
+        if any(v is None or v.dtype != views[0].dtype for v in views):
+            return False
+        bimask4_into(views[0], self.n, layer.state["permutation"], *views[1:])  # type: ignore[arg-type]
+        p.mark_cache_valid(w)
+        p.mark_backward_cache_valid(w)
+        return True
 
     def _refresh(self, layer: Layer) -> None:
         """F and B of the current weights under the current permutation."""
+        if self._refresh_fused(layer):
+            return
         matrix, layout = weight_to_2d(self.weight_numpy(layer))
         fwd, back = self._masks(matrix, self.n, self.m, layer.state["permutation"])
         self._set_masks(layer, fwd, back, layout)

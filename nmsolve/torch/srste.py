@@ -57,8 +57,10 @@ class SRSTE(NMTraining):
 
     Notes
     -----
-    Per step: one N:M selection (:func:`nmsolve.nm_mask` on the host) and two in-place passes
-    over each gradient. Formula: :func:`nmsolve.training.srste_gradient`.
+    Per step: the N:M mask and the masked weight ``W * mask`` of each layer in one fused pass over
+    ``W`` (CPU float32/float64 2-D weights; :func:`nmsolve.nm_mask` and torch otherwise), and one
+    fused in-place pass over each gradient for the decay. Formula:
+    :func:`nmsolve.training.srste_gradient`.
 
     References
     ----------

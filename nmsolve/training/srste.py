@@ -11,13 +11,12 @@ from nmsolve._validate import as_array, as_scores, raise_nan, reject_nan
 from nmsolve.nm import (
     _BLOCK_VALUES,
     _NETWORK_MAX_M,
-    _NO_NETWORK,
     _ROW_CHUNKS,
     _has_nan,
-    _keep_m4,
     _keep_network,
     _selection_network,
 )
+from nmsolve.training._fused import PARALLEL_MIN_SIZE, nm4_into
 
 # Longest group that the fused kernel handles (nmsolve.nm's selection network); longer groups fall
 # back to nmsolve.nm_mask.
@@ -92,9 +91,9 @@ def _magnitude_nm_py(w, n, m, network, mask, masked, one):  # type: ignore[no-un
     """For each row of w (groups of m along it): mask = top-n |w| (ties -> lower index) as 0/1 in
     the dtype of ``one``, masked = w * mask. Returns the first row holding NaN, or -1.
 
-    The selection is nmsolve.nm's own block kernels (_keep_m4 for m = 4, the selection network
-    otherwise) run on |w| of one block of about _BLOCK_VALUES entries at a time, copied into cache-sized
-    scratch, so that w is read once and mask and masked are written once.
+    For m != 4 (m = 4 has its own vectorised kernel, nmsolve.training._fused.nm4_into). The selection
+    is nmsolve.nm's selection network run on |w| of one block of about _BLOCK_VALUES entries at a time,
+    copied into cache-sized scratch, so that w is read once and mask and masked are written once.
     """
     rows, length = w.shape
     step = max(1, _BLOCK_VALUES // m) * m
@@ -111,12 +110,9 @@ def _magnitude_nm_py(w, n, m, network, mask, masked, one):  # type: ignore[no-un
                 size = min(step, length - start)
                 for i in range(size):
                     xa[i] = abs(wr[start + i])
-                if m == 4:
-                    nan = _keep_m4(xa[:size], n, kept[:size])
-                else:
-                    nan = _has_nan(xa[:size])
-                    if not nan:
-                        _keep_network(xa[:size], n, m, network, scratch, kept[:size])
+                nan = _has_nan(xa[:size])
+                if not nan:
+                    _keep_network(xa[:size], n, m, network, scratch, kept[:size])
                 if nan:
                     break
                 for i in range(size):
@@ -136,9 +132,6 @@ def _decay_py(g, w, mask, lam):  # type: ignore[no-untyped-def]
         g[i] += lam * (1 - mask[i]) * w[i]
 
 
-# Parallel regions cost a thread wake-up (tens of microseconds, much more on a loaded machine), so
-# small arrays take the serial compilation of the same code.
-_PARALLEL_MIN_SIZE = 1 << 18
 _magnitude_nm_par = kernel(parallel=True)(_magnitude_nm_py)
 _magnitude_nm_ser = kernel()(_magnitude_nm_py)
 _decay_par = kernel(parallel=True)(_decay_py)
@@ -153,21 +146,23 @@ def magnitude_nm_into(weight: np.ndarray, n: int, m: int, mask: np.ndarray, mask
     whose last axis is a multiple of ``m <= FUSED_MAX_M``. Ties keep the lower index, as
     :func:`nmsolve.nm_mask` does; NaN raises ``ValueError``.
     """
-    fn = _magnitude_nm_par if weight.size >= _PARALLEL_MIN_SIZE else _magnitude_nm_ser
-    network = _selection_network(n, m) if m != 4 else _NO_NETWORK
-    if fn(weight, n, m, network, mask, masked, mask.dtype.type(1)) >= 0:
+    if m == 4:  # the common case: one vectorised pass
+        nm4_into(weight, n, mask, masked)
+        return
+    fn = _magnitude_nm_par if weight.size >= PARALLEL_MIN_SIZE else _magnitude_nm_ser
+    if fn(weight, n, m, _selection_network(n, m), mask, masked, mask.dtype.type(1)) >= 0:
         raise_nan("weight", np.argwhere(np.isnan(weight))[0])
 
 
 def srste_decay_into(grad: np.ndarray, weight: np.ndarray, mask: np.ndarray, decay: float) -> None:
     """``grad += decay * (1 - mask) * weight`` in place, one pass (C-contiguous arrays of one shape)."""
-    fn = _decay_par if grad.size >= _PARALLEL_MIN_SIZE else _decay_ser
+    fn = _decay_par if grad.size >= PARALLEL_MIN_SIZE else _decay_ser
     fn(grad.reshape(-1), weight.reshape(-1), mask.reshape(-1), decay)
 
 
 def _warmup() -> None:
     for dtype in (np.float32, np.float64):
-        for cols in (8, _PARALLEL_MIN_SIZE // 2):
+        for cols in (8, PARALLEL_MIN_SIZE // 2):
             w = np.arange(2 * cols, dtype=dtype).reshape(2, cols)
-            magnitude_nm_into(w, 2, 4, np.empty_like(w), np.empty_like(w))
+            magnitude_nm_into(w, 2, 8, np.empty_like(w), np.empty_like(w))  # m = 4 is nmsolve.training._fused
             srste_decay_into(np.zeros_like(w), w, np.ones_like(w), 1e-4)

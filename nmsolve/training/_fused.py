@@ -1,0 +1,192 @@
+"""Fused one-pass kernels for the per-step mask refresh of the training methods (N:4, CPU float).
+
+The torch hooks call these on zero-copy numpy views of contiguous CPU float32/float64 tensors; any
+other tensor takes the generic torch path. Each kernel reads the weight once and writes the masks
+and the masked weights in the same pass, so a refresh costs one read of ``W`` plus the writes it
+cannot avoid.
+
+* :func:`nm4_into`: the magnitude N:4 mask of ``W`` along its last axis and ``W * mask`` (SR-STE,
+  and Bi-Mask's forward mask).
+* :func:`bimask4_into`: Bi-Mask's forward mask ``F`` (N:4 along ``in``), its backward mask ``B``
+  (N:4 along ``out`` in permuted row order, on ``|W * F|``, intersected with ``F``), ``W * F`` and
+  ``W * B``, from 4 x 4 tiles of permuted rows.
+
+Both rank the entries of a group by pairwise comparison: an entry is kept when fewer than ``n``
+entries beat it, where a later entry beats it when strictly larger and an earlier entry when larger
+or equal (ties keep the lower index, as :func:`nmsolve.nm_mask` does). The masks are exactly those
+of :func:`nmsolve.nm_mask` and :func:`nmsolve.bimask_masks`; the masked weights are the products
+``w * 1.0`` / ``w * 0.0`` that torch's ``weight * mask`` computes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nmsolve._jit import kernel, prange
+from nmsolve._validate import raise_nan
+
+# Parallel regions cost a thread wake-up (tens of microseconds, much more on a loaded machine), so
+# small arrays take the serial compilation of the same code (here and in nmsolve.training.srste).
+PARALLEL_MIN_SIZE = 1 << 18
+_CHUNKS = 64
+
+
+@kernel()
+def _keep4(a, b, c, d, n):  # type: ignore[no-untyped-def]
+    """Whether each of the 4 keys is among the n largest (ties to the lower index; NaN never wins)."""
+    ba = np.int32(b > a)
+    ca = np.int32(c > a)
+    da = np.int32(d > a)
+    cb = np.int32(c > b)
+    db = np.int32(d > b)
+    dc = np.int32(d > c)
+    return (
+        ba + ca + da < n,
+        (1 - ba) + cb + db < n,
+        (2 - ca - cb) + dc < n,
+        (3 - da - db - dc) < n,
+    )
+
+
+@kernel()
+def _nm4_row(wr, n, mr, sr, kr, want_keys, one, zero):  # type: ignore[no-untyped-def]
+    """One row: mr = N:4 of |wr| (0/1), sr = wr * mr and, if want_keys, kr = |wr| * mr. Returns NaN seen."""
+    nan = False
+    for g in range(wr.shape[0] // 4):
+        k = 4 * g
+        wa, wb, wc, wd = wr[k], wr[k + 1], wr[k + 2], wr[k + 3]
+        a, b, c, d = abs(wa), abs(wb), abs(wc), abs(wd)
+        nan |= (a != a) | (b != b) | (c != c) | (d != d)
+        ka, kb, kc, kd = _keep4(a, b, c, d, n)
+        fa = one if ka else zero
+        fb = one if kb else zero
+        fc = one if kc else zero
+        fd = one if kd else zero
+        mr[k], mr[k + 1], mr[k + 2], mr[k + 3] = fa, fb, fc, fd
+        sr[k], sr[k + 1], sr[k + 2], sr[k + 3] = wa * fa, wb * fb, wc * fc, wd * fd
+        if want_keys:
+            kr[k] = a if ka else 0.0
+            kr[k + 1] = b if kb else 0.0
+            kr[k + 2] = c if kc else 0.0
+            kr[k + 3] = d if kd else 0.0
+    return nan
+
+
+def _nm4_py(w, n, mask, masked):  # type: ignore[no-untyped-def]
+    """mask = N:4 of |w| along the last axis (0/1 in mask's dtype), masked = w * mask.
+
+    Returns the first row holding NaN, or -1 (then mask and masked are complete).
+    """
+    rows = w.shape[0]
+    chunks = min(rows, _CHUNKS)
+    bad = np.zeros(rows, dtype=np.bool_)
+    one = mask.dtype.type(1)
+    zero = mask.dtype.type(0)
+    for ch in prange(chunks):
+        for r in range(ch * rows // chunks, (ch + 1) * rows // chunks):
+            bad[r] = _nm4_row(w[r], n, mask[r], masked[r], w[r], False, one, zero)
+    for r in range(rows):
+        if bad[r]:
+            return r
+    return -1
+
+
+def _bimask4_py(w, n, perm, fmask, bmask, fmasked, bmasked):  # type: ignore[no-untyped-def]
+    """Bi-Mask F, B, w * F and w * B for m = 4 (rows and columns multiples of 4).
+
+    Block b holds rows perm[4b:4b+4]: first F, w * F and the keys |w| * F of its four rows (row by
+    row, as _nm4_py), then B column by column over the four key rows (N:4 in permuted order, AND F)
+    and w * B, while the block is still in cache. Returns a block holding NaN, or -1.
+    """
+    rows, cols = w.shape
+    blocks = rows // 4
+    chunks = min(blocks, _CHUNKS)
+    bad = np.zeros(blocks, dtype=np.bool_)
+    one = fmask.dtype.type(1)
+    zero = fmask.dtype.type(0)
+    for ch in prange(chunks):
+        keys = np.empty((4, cols), dtype=w.dtype)
+        for blk in range(ch * blocks // chunks, (ch + 1) * blocks // chunks):
+            r0, r1, r2, r3 = perm[4 * blk], perm[4 * blk + 1], perm[4 * blk + 2], perm[4 * blk + 3]
+            nan = _nm4_row(w[r0], n, fmask[r0], fmasked[r0], keys[0], True, one, zero)
+            nan |= _nm4_row(w[r1], n, fmask[r1], fmasked[r1], keys[1], True, one, zero)
+            nan |= _nm4_row(w[r2], n, fmask[r2], fmasked[r2], keys[2], True, one, zero)
+            nan |= _nm4_row(w[r3], n, fmask[r3], fmasked[r3], keys[3], True, one, zero)
+            bad[blk] = nan
+            if nan:
+                continue
+            w0, w1, w2, w3 = w[r0], w[r1], w[r2], w[r3]
+            b0, b1, b2, b3 = bmask[r0], bmask[r1], bmask[r2], bmask[r3]
+            s0, s1, s2, s3 = bmasked[r0], bmasked[r1], bmasked[r2], bmasked[r3]
+            k0, k1, k2, k3 = keys[0], keys[1], keys[2], keys[3]
+            f0, f1, f2, f3 = fmask[r0], fmask[r1], fmask[r2], fmask[r3]
+            for j in range(cols):
+                ka, kb, kc, kd = _keep4(k0[j], k1[j], k2[j], k3[j], n)
+                ba = one if ka else zero
+                bb = one if kb else zero
+                bc = one if kc else zero
+                bd = one if kd else zero
+                ba *= f0[j]  # B is a subset of F (a zero weight inside F ties with the pruned ones)
+                bb *= f1[j]
+                bc *= f2[j]
+                bd *= f3[j]
+                b0[j], b1[j], b2[j], b3[j] = ba, bb, bc, bd
+                s0[j], s1[j], s2[j], s3[j] = w0[j] * ba, w1[j] * bb, w2[j] * bc, w3[j] * bd
+    for blk in range(blocks):
+        if bad[blk]:
+            return blk
+    return -1
+
+
+_nm4_par = kernel(parallel=True)(_nm4_py)
+_nm4_ser = kernel()(_nm4_py)
+_bimask4_par = kernel(parallel=True)(_bimask4_py)
+_bimask4_ser = kernel()(_bimask4_py)
+
+
+def _check(arrays: tuple[np.ndarray, ...]) -> None:
+    first = arrays[0]
+    if first.ndim != 2 or first.shape[1] % 4:
+        raise ValueError(f"expected a 2-D array whose last axis is a multiple of 4, got shape {first.shape}")
+    for a in arrays:
+        if a.shape != first.shape or a.dtype != first.dtype or not a.flags.c_contiguous:
+            raise ValueError("weight, masks and masked weights must be C-contiguous arrays of one shape and dtype")
+
+
+def nm4_into(weight: np.ndarray, n: int, mask: np.ndarray, masked: np.ndarray) -> None:
+    """Fill ``mask`` (0/1) with the N:4 magnitude mask of ``weight`` along its last axis and
+    ``masked`` with ``weight * mask``, in one pass. NaN raises ``ValueError`` (outputs then undefined)."""
+    _check((weight, mask, masked))
+    fn = _nm4_par if weight.size >= PARALLEL_MIN_SIZE else _nm4_ser
+    if fn(weight, n, mask, masked) >= 0:
+        raise_nan("weight", np.argwhere(np.isnan(weight))[0])
+
+
+def bimask4_into(
+    weight: np.ndarray,
+    n: int,
+    perm: np.ndarray,
+    fmask: np.ndarray,
+    bmask: np.ndarray,
+    fmasked: np.ndarray,
+    bmasked: np.ndarray,
+) -> None:
+    """Bi-Mask's ``F``, ``B`` (see :func:`nmsolve.bimask_masks`, m = 4), ``weight * F`` and
+    ``weight * B`` in one pass over ``weight`` [out, in] (both multiples of 4). NaN raises."""
+    _check((weight, fmask, bmask, fmasked, bmasked))
+    if weight.shape[0] % 4:
+        raise ValueError(f"Bi-Mask needs rows that are a multiple of 4, got shape {weight.shape}")
+    p = np.ascontiguousarray(perm, dtype=np.int64)
+    if p.shape != (weight.shape[0],):
+        raise ValueError(f"perm must have shape ({weight.shape[0]},), got {p.shape}")
+    fn = _bimask4_par if weight.size >= PARALLEL_MIN_SIZE else _bimask4_ser
+    if fn(weight, n, p, fmask, bmask, fmasked, bmasked) >= 0:
+        raise_nan("weight", np.argwhere(np.isnan(weight))[0])
+
+
+def _warmup() -> None:
+    for dtype in (np.float32, np.float64):
+        for rows, cols in ((4, 8), (4, PARALLEL_MIN_SIZE // 4)):
+            w = np.arange(rows * cols, dtype=dtype).reshape(rows, cols)
+            nm4_into(w, 2, np.empty_like(w), np.empty_like(w))
+            bimask4_into(w, 2, np.arange(rows), *(np.empty_like(w) for _ in range(4)))

@@ -1,0 +1,138 @@
+"""Fused per-step refresh kernels of the training methods (nmsolve.training._fused) against oracles."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import nmsolve
+from nmsolve.training._fused import PARALLEL_MIN_SIZE, bimask4_into, nm4_into
+from tests.reference import bimask_backward_naive, nm_mask_sorted
+
+# small integers give many exact ties; inf and signed zeros exercise the ordering and the products
+ELEMENTS = st.one_of(st.integers(-3, 3).map(float), st.sampled_from([np.inf, -np.inf, -0.0]))
+
+
+@given(
+    st.integers(1, 2),
+    st.integers(0, 5),
+    st.integers(1, 4),
+    st.sampled_from([np.float32, np.float64]),
+    st.data(),
+)
+def test_nm4_matches_sorted_oracle(n, rows, groups, dtype, data):
+    w = data.draw(hnp.arrays(dtype, (rows, 4 * groups), elements=ELEMENTS))
+    w0 = w.copy()
+    mask, masked = np.full_like(w, 7), np.full_like(w, 7)
+    nm4_into(w, n, mask, masked)
+    np.testing.assert_array_equal(mask != 0, nm_mask_sorted(np.abs(w), n, 4))
+    assert set(np.unique(mask)) <= {0, 1}
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(masked, w * mask)  # inf * 0 = NaN, as torch's weight * mask
+    np.testing.assert_array_equal(w, w0)
+
+
+@given(
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.sampled_from([np.float32, np.float64]),
+    st.data(),
+)
+def test_bimask4_matches_oracles(n, blocks, groups, dtype, data):
+    rows = 4 * blocks
+    w = data.draw(hnp.arrays(dtype, (rows, 4 * groups), elements=ELEMENTS))
+    perm = np.asarray(data.draw(st.permutations(range(rows))))
+    w0 = w.copy()
+    fmask, bmask, fmasked, bmasked = (np.full_like(w, 7) for _ in range(4))
+    bimask4_into(w, n, perm, fmask, bmask, fmasked, bmasked)
+    fwd = nm_mask_sorted(np.abs(w), n, 4)
+    np.testing.assert_array_equal(fmask != 0, fwd)
+    np.testing.assert_array_equal(bmask != 0, bimask_backward_naive(w, fwd, perm, n, 4))
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(fmasked, w * fmask)
+        np.testing.assert_array_equal(bmasked, w * bmask)
+    np.testing.assert_array_equal(w, w0)
+    if np.isfinite(w).all():  # the library's own function agrees (it rejects nothing here)
+        f2, b2 = nmsolve.bimask_masks(w, n, 4, perm)
+        np.testing.assert_array_equal(fmask != 0, f2)
+        np.testing.assert_array_equal(bmask != 0, b2)
+
+
+def test_parallel_path_and_nan_are_reported():
+    rows = 8
+    cols = PARALLEL_MIN_SIZE // rows  # the parallel compilation
+    w = np.random.default_rng(0).normal(size=(rows, cols)).astype(np.float32)
+    perm = np.random.default_rng(1).permutation(rows)
+    mask, masked = np.empty_like(w), np.empty_like(w)
+    nm4_into(w, 2, mask, masked)
+    np.testing.assert_array_equal(mask != 0, nmsolve.nm_mask(np.abs(w), 2, 4))
+    outs = [np.empty_like(w) for _ in range(4)]
+    bimask4_into(w, 2, perm, *outs)
+    f2, b2 = nmsolve.bimask_masks(w, 2, 4, perm)
+    np.testing.assert_array_equal(outs[0] != 0, f2)
+    np.testing.assert_array_equal(outs[1] != 0, b2)
+    w[5, 9] = np.nan
+    with pytest.raises(ValueError, match=r"NaN \(first at index \(5, 9\)\)"):
+        nm4_into(w, 2, mask, masked)
+    with pytest.raises(ValueError, match=r"NaN \(first at index \(5, 9\)\)"):
+        bimask4_into(w, 2, perm, *outs)
+
+
+def test_rejects_mismatched_buffers():
+    w = np.zeros((4, 8), dtype=np.float32)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        nm4_into(np.zeros((4, 6), dtype=np.float32), 2, np.zeros((4, 6), np.float32), np.zeros((4, 6), np.float32))
+    with pytest.raises(ValueError, match="one shape and dtype"):
+        nm4_into(w, 2, np.zeros((4, 8), dtype=np.float64), np.zeros_like(w))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        nm4_into(w, 2, np.zeros((8, 4), dtype=np.float32).T, np.zeros_like(w))
+    with pytest.raises(ValueError, match="rows that are a multiple of 4"):
+        z = np.zeros((6, 8), dtype=np.float32)
+        bimask4_into(z, 2, np.arange(6), *(np.zeros_like(z) for _ in range(4)))
+    with pytest.raises(ValueError, match="perm must have shape"):
+        bimask4_into(w, 2, np.arange(3), *(np.zeros_like(w) for _ in range(4)))
+
+
+# --------------------------------------------------------------------------- through the torch hooks
+
+torch = pytest.importorskip("torch")
+import nmsolve.torch as nt  # noqa: E402
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])  # bf16: generic torch path
+def test_bimask_fused_refresh_masks_caches_and_input_gradient(dtype):
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(16, 12, dtype=dtype)
+    method = nt.BiMask(lin, 2, 4, period=3, candidates=4, rng=0)
+    layer = method.layers[""]
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+    for _ in range(5):
+        x = torch.randn(6, 16, dtype=dtype, requires_grad=True)
+        y = lin(x)
+        w, fwd, back = layer.weight.detach(), layer.mask, layer.param.backward_mask
+        perm = layer.state["permutation"]
+        wn = w.double().numpy()
+        fwd_ref = nm_mask_sorted(np.abs(wn), 2, 4)
+        np.testing.assert_array_equal(fwd.double().numpy() != 0, fwd_ref)
+        np.testing.assert_array_equal(back.double().numpy() != 0, bimask_backward_naive(wn, fwd_ref, perm, 2, 4))
+        assert torch.equal(y, torch.nn.functional.linear(x.detach(), w * fwd, lin.bias))
+        gy = torch.randn_like(y)
+        y.backward(gy)
+        torch.testing.assert_close(x.grad, gy @ (w * back))
+        method.before_optimizer_step()
+        opt.step()
+        method.after_optimizer_step()
+    method.check()
+
+
+def test_bimask_backward_cache_change_before_backward_is_detected():
+    lin = torch.nn.Linear(8, 8)
+    method = nt.BiMask(lin, 2, 4, candidates=2, rng=0)
+    y = lin(torch.randn(3, 8, requires_grad=True))
+    with torch.no_grad():
+        lin.parametrizations.weight.original.mul_(2.0)
+    method.after_optimizer_step()  # refreshes F, B and both masked weights in place
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
