@@ -140,6 +140,21 @@ def test_infinite_magnitudes_are_kept_first():
     assert counts == [(np.isinf(t)).sum() for t in tiles(y, 8)]  # every inf fits (<= 4 per row and column)
 
 
+@pytest.mark.parametrize(("n", "m", "count"), [(4, 8, 80), (3, 8, 70), (8, 16, 40)])
+def test_mcf_batches_mixing_fast_loads_reloads_and_ties(n, m, count):
+    # one row of `count` tiles: full batches and a remainder; in them a tile of integer ties (rows
+    # tied at their threshold), a tile scaled by 2**300 (reloaded and rescaled) and ordinary tiles
+    rng = np.random.default_rng(n + m)
+    x = rng.standard_normal((m, m * count))
+    x[:, 3 * m : 4 * m] = rng.integers(-2, 3, (m, m))
+    x[:, (count - 7) * m : (count - 6) * m] *= 2.0**300
+    mask = nmsolve.transposable_mask(x, n, m)
+    assert transposable_groups_ok(mask, n, m)
+    x[:, (count - 7) * m : (count - 6) * m] /= 2.0**300  # exact: the same masks are optimal
+    got = np.array([float(f) for _, f in tile_objectives(x, mask, m)])
+    np.testing.assert_allclose(got, transposable_optimum_lp(x, n, m), rtol=1e-9, atol=1e-12)
+
+
 def test_huge_magnitudes_do_not_overflow():
     x = np.full((8, 8), 1.7e308)
     x[::2, ::3] = -np.finfo(np.float64).max
@@ -276,6 +291,20 @@ def test_deterministic_across_calls_threads_and_signs(case, method):
         np.testing.assert_array_equal(nmsolve.transposable_mask(x, n, m, method=method), mask)
     finally:
         numba.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_m4_ties_take_the_first_tile_in_lexicographic_order(n):
+    # integers: every sum is exact, so equal weights are real ties; 300 tiles wide covers the
+    # vectorised 2:4 scoring (runs of 256 tiles), its remainder and the generic enumeration
+    rng = np.random.default_rng(11 + n)
+    x = rng.integers(-2, 3, (8, 4 * 300)).astype(np.float64)
+    x[0, 5] = np.inf  # one tile re-solved by the scalar path
+    table = valid_tiles(n, 4)  # row subsets in itertools order: lexicographic
+    got = tiles(nmsolve.transposable_mask(x, n, 4), 4)
+    for tile, keep in zip(tiles(np.abs(x), 4), got, strict=True):
+        weights = np.where(np.isinf(tile), 1e6, tile)[None] * table
+        np.testing.assert_array_equal(keep, table[np.argmax(weights.sum(axis=(1, 2)))])
 
 
 def test_tile_results_do_not_depend_on_position_or_neighbours():
