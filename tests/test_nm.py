@@ -395,3 +395,14 @@ def test_axis0_nan_is_an_error_naming_the_location():
     x[5, 7] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         nmsolve.nm_mask(x, 2, 4, axis=0)
+
+
+@pytest.mark.parametrize("m", [8, 16, 32])
+def test_network_kernel_every_n_with_ties_across_blocks(m):
+    # the selection-network path for every n, few distinct values (ties at the threshold), and rows of
+    # 8192 + 3 * m entries so that a full block and a short one both run
+    rng = np.random.default_rng(m)
+    x = rng.integers(-2, 3, size=(3, 8192 + 3 * m)).astype(np.float32)
+    x[1] = rng.normal(size=x.shape[1])
+    for n in range(1, m + 1):
+        np.testing.assert_array_equal(nmsolve.nm_mask(x, n, m), nm_mask_sorted(x, n, m), err_msg=f"{n}:{m}")
