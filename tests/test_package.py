@@ -68,6 +68,27 @@ def test_warmup_compiles_without_error():
     nmsolve.warmup()
 
 
+def test_no_python_function_is_compiled_by_two_kernels():
+    # numba's on-disk cache keys compiled code by the Python function and signature, not by options
+    # such as parallel=True: two dispatchers of one function load each other's code from the cache
+    # (a serial and a parallel copy once ran at half speed that way). Use _jit.threads_for instead.
+    import importlib
+
+    from numba.core.registry import CPUDispatcher
+
+    from nmsolve._jit import WARMUP_MODULES
+
+    seen: dict[object, str] = {}
+    for module_name in WARMUP_MODULES:
+        module = importlib.import_module(module_name)
+        for name, obj in vars(module).items():
+            if isinstance(obj, CPUDispatcher) and obj.__module__ == module_name:
+                key = obj.py_func.__code__
+                assert key not in seen, f"{module_name}.{name} and {seen[key]} compile the same function"
+                seen[key] = f"{module_name}.{name}"
+    assert len(seen) > 20
+
+
 def test_cli_demo_runs_on_gaussian_and_rejects_bad_pattern(capsys):
     from nmsolve.cli import main
 

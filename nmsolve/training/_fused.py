@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from nmsolve._jit import kernel, prange
+from nmsolve._jit import kernel, prange, threads_for
 from nmsolve._validate import raise_nan
 
 # Parallel regions cost a thread wake-up (tens of microseconds, much more on a loaded machine), so
-# small arrays take the serial compilation of the same code (here and in nmsolve.training.srste).
+# small arrays run on one thread (here and in nmsolve.training.srste).
 PARALLEL_MIN_SIZE = 1 << 18
 _CHUNKS = 64
 
@@ -72,7 +72,8 @@ def _nm4_row(wr, n, mr, sr, kr, want_keys, one, zero):  # type: ignore[no-untype
     return nan
 
 
-def _nm4_py(w, n, mask, masked):  # type: ignore[no-untyped-def]
+@kernel(parallel=True)
+def _nm4(w, n, mask, masked):  # type: ignore[no-untyped-def]
     """mask = N:4 of |w| along the last axis (0/1 in mask's dtype), masked = w * mask.
 
     Returns the first row holding NaN, or -1 (then mask and masked are complete).
@@ -91,11 +92,12 @@ def _nm4_py(w, n, mask, masked):  # type: ignore[no-untyped-def]
     return -1
 
 
-def _bimask4_py(w, n, perm, fmask, bmask, fmasked, bmasked):  # type: ignore[no-untyped-def]
+@kernel(parallel=True)
+def _bimask4(w, n, perm, fmask, bmask, fmasked, bmasked):  # type: ignore[no-untyped-def]
     """Bi-Mask F, B, w * F and w * B for m = 4 (rows and columns multiples of 4).
 
     Block b holds rows perm[4b:4b+4]: first F, w * F and the keys |w| * F of its four rows (row by
-    row, as _nm4_py), then B column by column over the four key rows (N:4 in permuted order, AND F)
+    row, as _nm4), then B column by column over the four key rows (N:4 in permuted order, AND F)
     and w * B, while the block is still in cache. Returns a block holding NaN, or -1.
     """
     rows, cols = w.shape
@@ -138,12 +140,6 @@ def _bimask4_py(w, n, perm, fmask, bmask, fmasked, bmasked):  # type: ignore[no-
     return -1
 
 
-_nm4_par = kernel(parallel=True)(_nm4_py)
-_nm4_ser = kernel()(_nm4_py)
-_bimask4_par = kernel(parallel=True)(_bimask4_py)
-_bimask4_ser = kernel()(_bimask4_py)
-
-
 def _check(arrays: tuple[np.ndarray, ...]) -> None:
     first = arrays[0]
     if first.ndim != 2 or first.shape[1] % 4:
@@ -157,8 +153,9 @@ def nm4_into(weight: np.ndarray, n: int, mask: np.ndarray, masked: np.ndarray) -
     """Fill ``mask`` (0/1) with the N:4 magnitude mask of ``weight`` along its last axis and
     ``masked`` with ``weight * mask``, in one pass. NaN raises ``ValueError`` (outputs then undefined)."""
     _check((weight, mask, masked))
-    fn = _nm4_par if weight.size >= PARALLEL_MIN_SIZE else _nm4_ser
-    if fn(weight, n, mask, masked) >= 0:
+    with threads_for(weight.size, PARALLEL_MIN_SIZE):
+        bad = _nm4(weight, n, mask, masked)
+    if bad >= 0:
         raise_nan("weight", np.argwhere(np.isnan(weight))[0])
 
 
@@ -179,8 +176,9 @@ def bimask4_into(
     p = np.ascontiguousarray(perm, dtype=np.int64)
     if p.shape != (weight.shape[0],):
         raise ValueError(f"perm must have shape ({weight.shape[0]},), got {p.shape}")
-    fn = _bimask4_par if weight.size >= PARALLEL_MIN_SIZE else _bimask4_ser
-    if fn(weight, n, p, fmask, bmask, fmasked, bmasked) >= 0:
+    with threads_for(weight.size, PARALLEL_MIN_SIZE):
+        bad = _bimask4(weight, n, p, fmask, bmask, fmasked, bmasked)
+    if bad >= 0:
         raise_nan("weight", np.argwhere(np.isnan(weight))[0])
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from nmsolve._jit import kernel, prange
+from nmsolve._jit import kernel, prange, threads_for
 from nmsolve._validate import as_array, as_scores, raise_nan, reject_nan
 from nmsolve.nm import (
     _BLOCK_VALUES,
@@ -87,7 +87,8 @@ def srste_gradient(grad: Any, weight: Any, mask: Any, *, decay: float = SRSTE_DE
 # The torch hooks call these on zero-copy numpy views of CPU tensors, one pass over memory each.
 
 
-def _magnitude_nm_py(w, n, m, network, mask, masked, one):  # type: ignore[no-untyped-def]
+@kernel(parallel=True)
+def _magnitude_nm(w, n, m, network, mask, masked, one):  # type: ignore[no-untyped-def]
     """For each row of w (groups of m along it): mask = top-n |w| (ties -> lower index) as 0/1 in
     the dtype of ``one``, masked = w * mask. Returns the first row holding NaN, or -1.
 
@@ -126,16 +127,11 @@ def _magnitude_nm_py(w, n, m, network, mask, masked, one):  # type: ignore[no-un
     return -1
 
 
-def _decay_py(g, w, mask, lam):  # type: ignore[no-untyped-def]
+@kernel(parallel=True)
+def _decay(g, w, mask, lam):  # type: ignore[no-untyped-def]
     """g += lam * (1 - mask) * w over flat arrays (mask holds 0/1)."""
     for i in prange(g.shape[0]):
         g[i] += lam * (1 - mask[i]) * w[i]
-
-
-_magnitude_nm_par = kernel(parallel=True)(_magnitude_nm_py)
-_magnitude_nm_ser = kernel()(_magnitude_nm_py)
-_decay_par = kernel(parallel=True)(_decay_py)
-_decay_ser = kernel()(_decay_py)
 
 
 def magnitude_nm_into(weight: np.ndarray, n: int, m: int, mask: np.ndarray, masked: np.ndarray) -> None:
@@ -149,15 +145,16 @@ def magnitude_nm_into(weight: np.ndarray, n: int, m: int, mask: np.ndarray, mask
     if m == 4:  # the common case: one vectorised pass
         nm4_into(weight, n, mask, masked)
         return
-    fn = _magnitude_nm_par if weight.size >= PARALLEL_MIN_SIZE else _magnitude_nm_ser
-    if fn(weight, n, m, _selection_network(n, m), mask, masked, mask.dtype.type(1)) >= 0:
+    with threads_for(weight.size, PARALLEL_MIN_SIZE):
+        bad = _magnitude_nm(weight, n, m, _selection_network(n, m), mask, masked, mask.dtype.type(1))
+    if bad >= 0:
         raise_nan("weight", np.argwhere(np.isnan(weight))[0])
 
 
 def srste_decay_into(grad: np.ndarray, weight: np.ndarray, mask: np.ndarray, decay: float) -> None:
     """``grad += decay * (1 - mask) * weight`` in place, one pass (C-contiguous arrays of one shape)."""
-    fn = _decay_par if grad.size >= PARALLEL_MIN_SIZE else _decay_ser
-    fn(grad.reshape(-1), weight.reshape(-1), mask.reshape(-1), decay)
+    with threads_for(grad.size, PARALLEL_MIN_SIZE):
+        _decay(grad.reshape(-1), weight.reshape(-1), mask.reshape(-1), decay)
 
 
 def _warmup() -> None:
