@@ -413,8 +413,6 @@ def _mcf_kernel(x, n, m, t0, t1, tiles_per_row, sweeps, net, out):  # type: igno
         untied = np.ones(nb, dtype=np.bool_)
         full = np.ones(nb, dtype=np.bool_)
         cnt = np.zeros(lanes, dtype=np.int64)
-        if nan_at[blk] >= 0:
-            continue
         for j in range(m):
             for i in range(m):
                 for b in range(nb):
