@@ -930,6 +930,48 @@ def _tile_weight(w, m, keep):  # type: ignore[no-untyped-def]
     return total
 
 
+@kernel()
+def _approx_rest(w, n, m, sel, stage, keep, rdeg, cdeg, wT, kT, u, v, ga, gb, ja):  # type: ignore[no-untyped-def]
+    """The stages of ``approx`` after the greedy b-matching ``keep`` (degrees rdeg, cdeg) of tile w:
+    stage 1 repairs it, 2 also improves and certifies it (else solves the tile exactly), 3 solves it
+    exactly. Returns 0, 1 if solved exactly, -2 if the repair or the exact solver failed. The
+    other arguments are scratch; the exact solver's own scratch is allocated only when it runs
+    (rarely), as every array argument costs time on each call."""
+    greedy, bound = _greedy_bound(w, n, m, keep, rdeg, cdeg, u, v)
+    for i in range(m):
+        for j in range(m):
+            wT[j, i] = w[i, j]
+            kT[j, i] = keep[i, j]
+    if not _repair_tile(w, wT, n, m, keep, kT, rdeg, cdeg, ga, ja):
+        return -2
+    if stage < 2:
+        return 0
+    _exchange_pass(w, wT, m, keep, kT, ga, gb)
+    # certificate: OPT <= min(2 * greedy, bound) <= 2 * weight, else solve exactly
+    if stage == 3 or 2.0 * _tile_weight(w, m, keep) < min(2.0 * greedy, bound):
+        v[:] = 0.0
+        dist = np.empty(2 * m)
+        ok = _mcf_tile(
+            w,
+            n,
+            m,
+            sel,
+            keep,
+            u,
+            v,
+            rdeg,
+            cdeg,
+            dist,
+            dist.view(np.int64),
+            np.empty(2 * m, dtype=np.int64),
+            np.empty(2 * m),
+            np.empty((m, m)),
+            wT,
+        )
+        return 1 if ok else -2
+    return 0
+
+
 @kernel(parallel=True)
 def _approx_kernel(x, n, m, t0, t1, tiles_per_row, net, sel, out, stage):  # type: ignore[no-untyped-def]
     """Approximate masks of tiles t0..t1-1; returns (first NaN tile, first failed tile, tiles solved
@@ -959,45 +1001,222 @@ def _approx_kernel(x, n, m, t0, t1, tiles_per_row, net, sel, out, stage):  # typ
         ga = np.empty(m)
         gb = np.empty(m)
         ja = np.empty(m, dtype=np.int64)
-        dist = np.empty(2 * m)
-        dbits = dist.view(np.int64)
-        fin = np.empty(2 * m)
-        par = np.empty(2 * m, dtype=np.int64)
         for t in range(t0 + b * _BLOCK, min(t1, t0 + (b + 1) * _BLOCK)):
             r0 = (t // tiles_per_row) * m
             c0 = (t % tiles_per_row) * m
-            fmax = _load_tile(x, r0, c0, m, w)
-            if fmax < 0.0:
+            if _load_tile(x, r0, c0, m, w) < 0.0:
                 nan_at[b] = t
                 break
             _greedy_tile(w, n, m, net, keep, rdeg, cdeg, tmp, order, ptr, hold, stack, instack, ja)
             if stage >= 1:
-                greedy, bound = _greedy_bound(w, n, m, keep, rdeg, cdeg, u, v)
-                for i in range(m):
-                    for j in range(m):
-                        wT[j, i] = w[i, j]
-                        kT[j, i] = keep[i, j]
-                if not _repair_tile(w, wT, n, m, keep, kT, rdeg, cdeg, ga, ja):
+                status = _approx_rest(w, n, m, sel, stage, keep, rdeg, cdeg, wT, kT, u, v, ga, gb, ja)
+                if status < 0:
                     fail_at[b] = t
                     break
-                if stage >= 2:
-                    _exchange_pass(w, wT, m, keep, kT, ga, gb)
-                    # certificate: OPT <= min(2 * greedy, bound) <= 2 * weight, else solve exactly
-                    if stage == 3 or 2.0 * _tile_weight(w, m, keep) < min(2.0 * greedy, bound):
-                        exact[b] += 1
-                        v[:] = 0.0
-                        if not _mcf_tile(w, n, m, sel, keep, u, v, rdeg, cdeg, dist, dbits, par, fin, tmp, wT):
-                            fail_at[b] = t
-                            break
+                exact[b] += status
             _store_tile(keep, r0, c0, m, out)
-    first_nan = -1
-    first_fail = -1
-    for b in range(nblocks):
-        if first_nan < 0 and nan_at[b] >= 0:
-            first_nan = nan_at[b]
-        if first_fail < 0 and fail_at[b] >= 0:
-            first_fail = fail_at[b]
-    return first_nan, first_fail, exact.sum()
+    return _first(nan_at), _first(fail_at), exact.sum()
+
+
+@kernel()
+def _first(at):  # type: ignore[no-untyped-def]
+    for q in range(at.shape[0]):
+        if at[q] >= 0:
+            return at[q]
+    return -1
+
+
+@kernel()
+def _greedy4_run(x, r0, c0, length, n, net16, vals, sv, si, keys, code):  # type: ignore[no-untyped-def]
+    """``approx`` for the 4 x 4 tiles in rows r0..r0+3, columns c0..c0+4*length (inside x), vectorised
+    over tiles, for the tiles where that is easy: vals[4 r + j, t] <- |x| as float64, code[t] <- 0
+    if keys[t] (bit 4 r + j) is the tile's final mask, 1 if keys[t] is only its greedy b-matching
+    (the rest of the method is left to _approx_rest), 2 if the tile holds inf, NaN or a magnitude
+    above _SCALE_ABOVE (left to the whole method from _load_tile on).
+
+    The greedy is _greedy_tile's: all 16 (weight, flat index) pairs sorted by a sorting network
+    with the same order (weight descending, lower index first), then scanned with row and column
+    counts packed 2 bits each. When it fills every row and column, the repair is a no-op, so the
+    exchange pass follows, computed here with _exchange_pass's arithmetic and tie rules; if the
+    weight after it (summed in _tile_weight's order) is not below the greedy weight (the same sum),
+    the certificate holds without the LP bound: 2 * weight >= 2 * greedy >= min(2 * greedy, bound).
+    Tiles with a row or column left short, or whose weight fell (float rounding), get code 1.
+    """
+    for r in range(4):
+        xr = x[r0 + r, c0 : c0 + 4 * length]
+        for t in range(length):
+            vals[4 * r, t] = abs(np.float64(xr[4 * t]))
+            vals[4 * r + 1, t] = abs(np.float64(xr[4 * t + 1]))
+            vals[4 * r + 2, t] = abs(np.float64(xr[4 * t + 2]))
+            vals[4 * r + 3, t] = abs(np.float64(xr[4 * t + 3]))
+    for e in range(16):
+        for t in range(length):
+            sv[e, t] = vals[e, t]
+            si[e, t] = e
+    for c in range(net16.shape[0]):
+        p = net16[c, 0]
+        q = net16[c, 1]
+        for t in range(length):
+            a = sv[p, t]
+            b = sv[q, t]
+            ia = si[p, t]
+            ib = si[q, t]
+            swap = (b > a) | ((b == a) & (ib < ia))
+            sv[p, t] = b if swap else a
+            sv[q, t] = a if swap else b
+            si[p, t] = ib if swap else ia
+            si[q, t] = ia if swap else ib
+    rc = np.zeros(length, dtype=np.int64)
+    cc = np.zeros(length, dtype=np.int64)
+    exchanged = np.empty(length, dtype=np.int64)
+    total = np.zeros(length)
+    for t in range(length):
+        keys[t] = 0
+    for k in range(16):
+        for t in range(length):
+            e = si[k, t]
+            total[t] += vals[k, t]
+            rs = 2 * (e >> 2)
+            cs = 2 * (e & 3)
+            take = np.int64((((rc[t] >> rs) & 3) < n) & (((cc[t] >> cs) & 3) < n))
+            rc[t] += take << rs
+            cc[t] += take << cs
+            keys[t] |= take << e
+    full = n * 0x55
+    exchanged[:length] = keys[:length]
+    for i in range(4):  # _exchange_pass, row by row, on every tile at once
+        for t in range(length):
+            key = exchanged[t]
+            best = 0.0
+            partner = i
+            pa = 0
+            pb = 0
+            for i2 in range(4):
+                ga = -np.inf
+                gb = -np.inf
+                a = -1
+                b = -1
+                for j in range(4):
+                    d = vals[4 * i2 + j, t] - vals[4 * i + j, t]
+                    gives = ((key >> (4 * i + j)) & 1) != 0
+                    k2 = ((key >> (4 * i2 + j)) & 1) != 0
+                    dg = d if gives & (not k2) else -np.inf
+                    dt = -d if (not gives) & k2 else -np.inf
+                    a = j if dg > ga else a
+                    b = j if dt > gb else b
+                    ga = dg if dg > ga else ga
+                    gb = dt if dt > gb else gb
+                gain = ga + gb
+                better = gain > best
+                best = gain if better else best
+                partner = i2 if better else partner
+                pa = a if better else pa
+                pb = b if better else pb
+            swap = (1 << (4 * i + pa)) | (1 << (4 * partner + pa)) | (1 << (4 * partner + pb)) | (1 << (4 * i + pb))
+            exchanged[t] = key ^ swap if best > 0.0 else key
+    for t in range(length):
+        before = 0.0
+        after = 0.0
+        for e in range(16):
+            before += vals[e, t] if (keys[t] >> e) & 1 else 0.0
+            after += vals[e, t] if (exchanged[t] >> e) & 1 else 0.0
+        settled = (rc[t] == full) & (cc[t] == full) & (after >= before)
+        keys[t] = exchanged[t] if settled else keys[t]
+        code[t] = 2 if not total[t] <= _SCALE_ABOVE else 0 if settled else 1
+
+
+@kernel(parallel=True)
+def _approx4_kernel(x, n, t0, t1, tiles_per_row, net, sel, net16, out, out32):  # type: ignore[no-untyped-def]
+    """``approx`` for 4 x 4 tiles t0..t1-1, the same masks as _approx_kernel at stage 2, faster.
+
+    Tiles are taken in runs of up to _CHUNK4 consecutive tiles of one tile row (like
+    _enum4_kernel). _greedy4_run settles most tiles inside the matrix (about 84% of Gaussian 2:4
+    tiles); from its greedy b-matching, the others (a row or column left short, or a weight that
+    dropped in the exchange pass) go through _approx_rest, and tiles with padding, inf, NaN or
+    huge values through the scalar method from _load_tile on, exactly as in _approx_kernel.
+    ``out32`` is ``out`` viewed as uint32 or empty, as for _enum4_kernel. Returns what
+    _approx_kernel returns.
+    """
+    rows, cols = x.shape
+    runs_per_row = (tiles_per_row + _CHUNK4 - 1) // _CHUNK4
+    band0 = t0 // tiles_per_row
+    band1 = (t1 + tiles_per_row - 1) // tiles_per_row
+    nruns = (band1 - band0) * runs_per_row
+    nan_at = np.full(nruns, -1, dtype=np.int64)
+    fail_at = np.full(nruns, -1, dtype=np.int64)
+    exact = np.zeros(nruns, dtype=np.int64)
+    for q in prange(nruns):
+        band = band0 + q // runs_per_row
+        first = band * tiles_per_row + (q % runs_per_row) * _CHUNK4
+        last = min(first + _CHUNK4, (band + 1) * tiles_per_row, t1)
+        first = max(first, t0)
+        if first >= last:
+            continue
+        length = last - first
+        r0 = band * 4
+        cbase = (first % tiles_per_row) * 4
+        inner = 0 if r0 + 4 > rows else max(0, min(length, (cols - cbase) // 4))
+        keys = np.zeros(_CHUNK4, dtype=np.int64)
+        code = np.full(_CHUNK4, 2, dtype=np.int64)
+        vals = np.empty((16, _CHUNK4))
+        sv = np.empty((16, _CHUNK4))
+        si = np.empty((16, _CHUNK4), dtype=np.int64)
+        w = np.empty((4, 4))
+        wT = np.empty((4, 4))
+        tmp = np.empty((4, 4))
+        keep = np.empty((4, 4), dtype=np.bool_)
+        kT = np.empty((4, 4), dtype=np.uint8)
+        order = np.empty((4, 4), dtype=np.int64)
+        hold = np.empty((4, n), dtype=np.int64)
+        ptr = np.empty(4, dtype=np.int64)
+        stack = np.empty(4, dtype=np.int64)
+        instack = np.empty(4, dtype=np.bool_)
+        rdeg = np.empty(4, dtype=np.int64)
+        cdeg = np.empty(4, dtype=np.int64)
+        u = np.empty(4)
+        v = np.empty(4)
+        ga = np.empty(4)
+        gb = np.empty(4)
+        ja = np.empty(4, dtype=np.int64)
+        if inner > 0:
+            _greedy4_run(x, r0, cbase, inner, n, net16, vals, sv, si, keys, code)
+        if out32.shape[1] > 0:
+            word0 = first % tiles_per_row
+            for r in range(4):
+                orow = out32[r0 + r, word0 : word0 + inner]
+                for t in range(inner):  # 4 bits -> 4 bytes of 0/1 (the multiply spreads bit j to byte j)
+                    orow[t] = np.uint32((((keys[t] >> (4 * r)) & 15) * 0x204081) & 0x01010101)
+        else:
+            for t in range(inner):
+                for r in range(4):
+                    for j in range(4):
+                        out[r0 + r, cbase + 4 * t + j] = (keys[t] >> (4 * r + j)) & 1
+        for t in range(length):
+            if code[t] == 0:
+                continue
+            c0 = cbase + 4 * t
+            if code[t] == 1:  # the greedy from _greedy4_run
+                for i in range(4):
+                    rdeg[i] = 0
+                    cdeg[i] = 0
+                for i in range(4):
+                    for j in range(4):
+                        w[i, j] = vals[4 * i + j, t]
+                        keep[i, j] = (keys[t] >> (4 * i + j)) & 1
+                        rdeg[i] += keep[i, j]
+                        cdeg[j] += keep[i, j]
+            else:
+                if _load_tile(x, r0, c0, 4, w) < 0.0:
+                    nan_at[q] = first + t
+                    break
+                _greedy_tile(w, n, 4, net, keep, rdeg, cdeg, tmp, order, ptr, hold, stack, instack, ja)
+            status = _approx_rest(w, n, 4, sel, 2, keep, rdeg, cdeg, wT, kT, u, v, ga, gb, ja)
+            if status < 0:
+                fail_at[q] = first + t
+                break
+            exact[q] += status
+            _store_tile(keep, r0, c0, 4, out)
+    return _first(nan_at), _first(fail_at), exact.sum()
 
 
 @kernel(parallel=True)
@@ -1126,7 +1345,14 @@ def _solve_kernel(x: np.ndarray, n: int, m: int, method: str, progress: bool) ->
         elif method == "mcf":
             nan, fail = _mcf_kernel(x, n, m, t0, t1, tiles_per_row, _sweeps(m), sel, out)
         else:
-            nan, fail, fallbacks = _approx_kernel(x, n, m, t0, t1, tiles_per_row, net, sel, out, 2)
+            if m == 4 and n < 4:
+                out32 = out.view(np.uint32) if x.shape[1] % 4 == 0 else np.empty((0, 0), dtype=np.uint32)
+                with np.errstate(over="ignore", invalid="ignore"):  # pure-Python runs (NUMBA_DISABLE_JIT)
+                    nan, fail, fallbacks = _approx4_kernel(
+                        x, n, t0, t1, tiles_per_row, net, sel, _network(16), out, out32
+                    )
+            else:
+                nan, fail, fallbacks = _approx_kernel(x, n, m, t0, t1, tiles_per_row, net, sel, out, 2)
             exact += int(fallbacks)
         if nan >= 0:
             reject_nan(x, "W")

@@ -219,6 +219,84 @@ def test_approx_is_close_on_gaussian_tiles():
         assert tp._approx_with_stats(x, n, m)[1] == 0  # the certificate held on every tile
 
 
+def approx_m4_fast_and_scalar(x, n):
+    """approx at m = 4 through the vectorised kernel (what transposable_mask runs) and through the
+    one-tile-at-a-time kernel (_stage_mask stage 2): the masks must be identical, bit for bit."""
+    fast, _ = tp._approx_with_stats(x, n, 4)
+    np.testing.assert_array_equal(fast, tp._stage_mask(x, n, 4, 2))
+    return fast
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.parametrize("kind", [*KINDS, "with_inf", "exchange"])
+def test_vectorised_m4_approx_mask_is_the_scalar_one(n, kind):
+    # 9 x 1030: two full bands and a partial one; 258 tiles a band, so runs of 256 tiles and a
+    # remainder run whose last tile is padded; 8 x 1028: the same without padding (32-bit stores)
+    rng = np.random.default_rng(100 + n)
+    for shape in [(9, 1030), (8, 1028), (5, 7)]:
+        if kind == "with_inf":
+            x = rng.standard_normal(shape)
+            x[rng.random(shape) < 0.05] = -np.inf
+        elif kind == "exchange":  # small integers in which greedy and 2-row exchanges often disagree
+            x = rng.integers(0, 9, shape).astype(np.float64) * np.where(rng.random(shape) < 0.5, 1.0, 1.0 + 2**-40)
+        else:
+            x = matrices(kind, shape, rng)
+        for dtype in (np.float64, np.float32):
+            with np.errstate(over="ignore"):
+                approx_m4_fast_and_scalar(x.astype(dtype), n)
+
+
+def test_vectorised_m4_greedy_stage_matches_scalar_approx_without_jit_too():
+    # small enough for the NUMBA_DISABLE_JIT run (tests/test_package.py): a run of 256 tiles, a
+    # remainder run with a padded tile, a padded band; integers, so ties are frequent
+    x = matrices("ties", (5, 1030), np.random.default_rng(9))
+    for n in (1, 2, 3):
+        approx_m4_fast_and_scalar(x, n)
+
+
+# A 2:4 tile whose greedy b-matching is full and whose exchange pass has a positive gain (from
+# differences) while the float64 sum of the kept weights does not grow (27.0 before and after).
+ROUNDING_TILE = np.array(
+    [
+        [float.fromhex(h) for h in row]
+        for row in [
+            ["0x1.8p+1", "0x1.cp-15", "0x1.80000600000p-29", "0x1p+0"],
+            ["0x1.0000000000001p+0", "0x1.8p-50", "0x1.8p-28", "0x1.4p-51"],
+            ["0x1.c000000008p-15", "0x1p+3", "0x1p+2", "0x1p+1"],
+            ["0x1p+2", "0x1.800000001p-15", "0x1.cp+2", "0x1.8000000000002p+1"],
+        ]
+    ]
+)
+
+
+def test_vectorised_m4_greedy_stage_defers_a_tile_whose_weight_does_not_grow():
+    vals, sv = np.empty((16, 1)), np.empty((16, 1))
+    si, keys, code = np.empty((16, 1), dtype=np.int64), np.empty(1, dtype=np.int64), np.empty(1, dtype=np.int64)
+    tp._greedy4_run(ROUNDING_TILE, 0, 0, 1, 2, tp._network(16), vals, sv, si, keys, code)
+    greedy = tp._stage_mask(ROUNDING_TILE, 2, 4, 0)
+    assert nmsolve.is_transposable(greedy, 2, 4, exact=True)  # full: only the weight check defers it
+    assert code[0] == 1 and keys[0] == sum(1 << e for e in np.flatnonzero(greedy.ravel()))
+    mask = approx_m4_fast_and_scalar(ROUNDING_TILE, 2)
+    assert not np.array_equal(mask, greedy)  # the exchange did swap
+
+
+def test_vectorised_m4_approx_equals_scalar_across_progress_chunks():
+    # 130 x 130 tiles is more than _PROGRESS_TILES: the second chunk starts inside a band
+    x = np.random.default_rng(7).standard_normal((520, 520)).astype(np.float32)
+    assert (520 // 4) ** 2 > tp._PROGRESS_TILES
+    mask = nmsolve.transposable_mask(x, 2, 4, method="approx", progress=True)
+    np.testing.assert_array_equal(mask, tp._stage_mask(x, 2, 4, 2))
+
+
+def test_vectorised_m4_approx_nan_is_an_error():
+    for r, c in [(2, 3), (5, 1029), (0, 600)]:  # a vectorised run, the padded last tile, a later run
+        x = np.random.default_rng(8).standard_normal((8, 1030))
+        x[r, c] = np.nan
+        for n in (1, 2, 3):
+            with pytest.raises(ValueError, match=rf"W contains NaN \(first at index \({r}, {c}\)\)"):
+                nmsolve.transposable_mask(x, n, 4, method="approx", pad=True)
+
+
 # --------------------------------------------------------------------------- properties
 
 PATTERNS = [(1, 2), (1, 3), (2, 3), (1, 4), (2, 4), (3, 4), (2, 5), (3, 6), (4, 8), (3, 8), (8, 16)]
@@ -265,6 +343,12 @@ def test_mcf_equals_bruteforce_property(case):
     close_objectives(
         tile_objectives(x, nmsolve.transposable_mask(x, n, m), m), transposable_optimum_bruteforce(x, n), x, m
     )
+
+
+@given(weight_matrices(patterns=[(1, 4), (2, 4), (3, 4)]))
+def test_vectorised_m4_approx_equals_scalar_property(case):
+    x, n, _ = case
+    approx_m4_fast_and_scalar(x, n)
 
 
 @given(weight_matrices(patterns=[(2, 4), (4, 8), (3, 8)]))
