@@ -80,6 +80,21 @@ def _popcount(x):  # type: ignore[no-untyped-def]
     return np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
 
 
+@kernel()
+def _swap_items(order, where, group, x, y):  # type: ignore[no-untyped-def]
+    """Swap items x and y in ``order`` (position -> item), keeping its inverse ``where`` (item ->
+    position) and the items' group labels ``group`` in step (each item takes the other's group)."""
+    px = where[x]
+    py = where[y]
+    order[px] = y
+    order[py] = x
+    where[x] = py
+    where[y] = px
+    gx = group[x]
+    group[x] = group[y]
+    group[y] = gx
+
+
 @kernel(parallel=True)
 def _bimask_scores(bits, perms, n, m, out):  # type: ignore[no-untyped-def]
     """out[k] = sum over backward blocks of sum over columns of min(n, F-nonzeros), for perms[k].
@@ -219,14 +234,7 @@ def _local_search_rows(  # type: ignore[no-untyped-def]
         if best_s < 0:
             continue
         b = row_block[best_s]
-        pr = row_pos[r]
-        ps = row_pos[best_s]
-        pos_row[pr] = best_s
-        pos_row[ps] = r
-        row_pos[r] = ps
-        row_pos[best_s] = pr
-        row_block[r] = b
-        row_block[best_s] = a
+        _swap_items(pos_row, row_pos, row_block, r, best_s)
         _block_bounds(bits, pos_row, a, n, m, under, upto, levels)
         _block_bounds(bits, pos_row, b, n, m, under, upto, levels)
         total += best
@@ -714,14 +722,7 @@ def _swap_search(  # type: ignore[no-untyped-def]
         if not greedy:
             tabu[bi, a] = it + tenure + jitter[2 * step]
             tabu[bj, b] = it + tenure + jitter[2 * step + 1]
-        pi = pos[bi]
-        pj = pos[bj]
-        perm[pi] = bj
-        perm[pj] = bi
-        pos[bi] = pj
-        pos[bj] = pi
-        grp[bi] = b
-        grp[bj] = a
+        _swap_items(perm, pos, grp, bi, bj)
         _group_stats(colv, perm, a, n, m, nth, nxt, buf)
         _group_stats(colv, perm, b, n, m, nth, nxt, buf)
         for g in (a, b):
