@@ -11,10 +11,11 @@ submodules listed in ``_EXPORTS``; a training method is added by one line there.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch  # nmsolve.torch requires torch: fail here with the plain ImportError
+
+from nmsolve._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "sparsify": "nmsolve.torch.adapter",
@@ -43,17 +44,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nmsolve.torch' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 if TYPE_CHECKING:
