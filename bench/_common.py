@@ -55,8 +55,9 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_result(name: str, title: str, body: str, *, command: str, quick: bool = False) -> Path:
-    """Write ``bench/results/{name}.md`` with a header naming the machine, date and command.
+def write_result(name: str, title: str, body: str, *, quick: bool = False) -> Path:
+    """Write ``bench/results/{name}.md`` with a header naming the machine, date and the command
+    that regenerates it (``python -m bench {name}``).
 
     Quick (smoke-test) runs go to ``bench/results/quick/``, which git ignores.
     """
@@ -64,5 +65,6 @@ def write_result(name: str, title: str, body: str, *, command: str, quick: bool 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.md"
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    path.write_text(f"# {title}\n\nMeasured {stamp} on: {machine()}\n\nCommand: `{command}`\n\n{body.rstrip()}\n")
+    header = f"# {title}\n\nMeasured {stamp} on: {machine()}\n\nCommand: `python -m bench {name}`\n\n"
+    path.write_text(header + body.rstrip() + "\n")
     return path

@@ -172,6 +172,4 @@ def run(quick: bool = False) -> Path:
         + "\n\n## Target\n\n"
         + "\n".join(checks)
     )
-    return write_result(
-        "condensed", "Condensed linear layer (SRigL) on CPU", body, command="python -m bench condensed", quick=quick
-    )
+    return write_result("condensed", "Condensed linear layer (SRigL) on CPU", body, quick=quick)

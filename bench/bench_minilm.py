@@ -199,6 +199,5 @@ def _run(quick: bool) -> Path:
         "minilm",
         "MiniLM end to end: 2:4 masks and embedding drift",
         body,
-        command="python -m bench minilm",
         quick=quick,
     )

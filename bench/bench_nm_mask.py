@@ -136,4 +136,4 @@ def run(quick: bool = False) -> Path:
         "about log2(m)^2 / 4 comparisons per entry for m != 4 (a selection network, vectorised across "
         "groups; m = 4 has its own 6-comparison kernel), so the speed-up over argpartition shrinks with m."
     )
-    return write_result("nm_mask", "nm_mask benchmark", body, command="python -m bench nm_mask", quick=quick)
+    return write_result("nm_mask", "nm_mask benchmark", body, quick=quick)

@@ -378,6 +378,4 @@ def run(quick: bool = False) -> Path:
         + "\n## Targets\n\n"
         + "\n".join(checks)
     )
-    return write_result(
-        "permutation", "Permutation searches benchmark", body, command="python -m bench permutation", quick=quick
-    )
+    return write_result("permutation", "Permutation searches benchmark", body, quick=quick)

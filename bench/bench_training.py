@@ -153,4 +153,4 @@ def run(quick: bool = False) -> Path:
         )
     finally:
         torch.set_num_threads(threads)
-    return write_result("training", "Sparse training on digits", body, command="python -m bench training", quick=quick)
+    return write_result("training", "Sparse training on digits", body, quick=quick)

@@ -340,6 +340,5 @@ def run(quick: bool = False) -> Path:
         "transposable",
         "Transposable N:M masks benchmark",
         body,
-        command="flock /tmp/nmsolve-bench.lock python -m bench transposable",
         quick=quick,
     )
