@@ -35,19 +35,24 @@ APPLICATION = "static mask (application only)"
 # Weight-sized streams per step that the method's design cannot avoid (reads + writes of 64 MB arrays):
 # application = read W, read mask, write W * mask; SR-STE refresh = read W, write mask, write W * mask, and
 # its decay g += lam (1 - mask) W = read g, W, mask, write g; LBC adds products += g * W (4 streams);
-# Bi-Mask's refresh writes F, B, W * F and W * B (5 streams) and adds the decay (4); transposable adds the
-# decay to the application; SRigL masks the gradient in place (read g, mask, write g). Periodic solver and
-# search work comes on top.
+# Bi-Mask's refresh reads W and writes F, B, W * F, W * B and the decay term (6 streams), which its weight
+# GEMM reads as the gradient's initial value (1); transposable adds the decay to the application; SRigL masks
+# the gradient in place (read g, mask, write g). Periodic solver and search work comes on top.
 STREAMS = {
     APPLICATION: 3,
     "SR-STE": 7,
     "LBC": 7,
-    "Bi-Mask": 9,
+    "Bi-Mask": 7,
     "transposable": 7,
     "transposable (mcf)": 7,
     "SRigL": 6,
 }
 TARGETS = ("SR-STE", "LBC", "Bi-Mask", "transposable", "transposable (mcf)")
+# Methods whose weight gradient lands in a reused buffer (Bi-Mask accumulates dY.T @ x into its SR-STE term,
+# see nmsolve/torch/bimask.py): they skip the page faults of the fresh 64 MB gradient that the dense step
+# allocates, a saving that has nothing to do with masks. For these the run also times a dense step with the
+# same buffer reuse, and reports maintenance without that credit.
+REUSES_GRADIENT_BUFFER = ("Bi-Mask",)
 
 
 class _Static:
@@ -81,6 +86,29 @@ def _setup(size: int, batch: int, seed: int = 0) -> tuple[Any, Any, Any, Any]:
     x = torch.randn(batch, size, requires_grad=True)
     gy = torch.randn(batch, size)
     return layer, opt, x, gy
+
+
+def _reusing_gradient_buffer(layer: Any) -> Any:
+    """``layer`` (a dense Linear) with its weight gradient written into one of two alternating buffers."""
+    import torch
+
+    buffers = [torch.empty_like(layer.weight) for _ in range(2)]
+
+    class ReusedGradLinear(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: Any, weight: Any, bias: Any) -> Any:
+            ctx.save_for_backward(x, weight)
+            return torch.nn.functional.linear(x, weight, bias)
+
+        @staticmethod
+        def backward(ctx: Any, dy: Any) -> Any:
+            x, weight = ctx.saved_tensors
+            buffers.reverse()  # last step's gradient was dropped by zero_grad() at the start of this step
+            dw = torch.mm(dy.T, x, out=buffers[0]).view(weight.shape)
+            return dy @ weight, dw, dy.sum(0)
+
+    layer.forward = lambda x: ReusedGradLinear.apply(x, layer.weight, layer.bias)
+    return layer
 
 
 def _step(layer: Any, opt: Any, x: Any, gy: Any, method: Any) -> float:
@@ -117,9 +145,15 @@ def _stream_seconds(size: int) -> float:
     return statistics.median(times[1:]) / 3
 
 
+def _verdict(fraction: float) -> str:
+    return "met" if fraction <= TARGET else "NOT met"
+
+
 def run(quick: bool = False) -> Path:
     size, batch = (256, 32) if quick else (4096, 256)
     dense = _setup(size, batch)
+    layer, *rest = _setup(size, batch)
+    reused = (_reusing_gradient_buffer(layer), *rest)
     rows, checks, denominators, streams = [], [], [], []
     overheads: dict[str, float] = {}
     factories = {APPLICATION: None, **METHODS}
@@ -136,7 +170,8 @@ def run(quick: bool = False) -> Path:
             attach = time.perf_counter() - start
             _step(layer, opt, x, gy, method)  # warm-up (compilation, first allocation)
             _step(*dense, None)
-            fwd_bwd, dense_steps, method_steps = [], [], []
+            _step(*reused, None)
+            fwd_bwd, dense_steps, method_steps, reused_steps = [], [], [], []
             # Every method step of the period is paired with a dense step and a dense forward+backward,
             # in alternating order, so that load on the shared machine (and cache state) hits both alike.
             for i in range(period):
@@ -146,12 +181,14 @@ def run(quick: bool = False) -> Path:
                 else:
                     dense_steps.append(_step(*dense, None))
                     method_steps.append(_step(layer, opt, x, gy, method))
+                if name in REUSES_GRADIENT_BUFFER:
+                    reused_steps.append(_step(*reused, None))
                 fwd_bwd.append(_fwd_bwd(dense[0], dense[2], dense[3]))
             method.check()
             streams.append(_stream_seconds(size))
         except Exception as err:
             traceback.print_exc()
-            rows.append((name, setting, "", "", "", "", f"failed: {type(err).__name__}: {err}", "", "", "", ""))
+            rows.append((name, setting, "", "", "", "", f"failed: {type(err).__name__}: {err}", "", "", "", "", ""))
             continue
         # typical step: median of the paired differences; amortised: the mean over the whole period
         # (which holds exactly one refresh for periodic methods), minus the mean dense step
@@ -166,6 +203,7 @@ def run(quick: bool = False) -> Path:
         overhead = (amortised - base_amortised) / denominator
         overheads[name] = overhead
         application = overheads.get(APPLICATION, 0.0)
+        credit = (base_amortised - statistics.mean(reused_steps)) / denominator if reused_steps else 0.0
         floor = STREAMS.get(name, 0) * streams[-1] / denominator
         rows.append(
             (
@@ -178,16 +216,24 @@ def run(quick: bool = False) -> Path:
                 f"{per_step * 100:.1f}% / {overhead * 100:.1f}%",
                 f"{application * 100:.1f}%",
                 "" if name == APPLICATION else f"{(overhead - application) * 100:.1f}%",
+                f"{credit * 100:.1f}% → {(overhead - application + credit) * 100:.1f}%" if reused_steps else "",
                 f"{STREAMS.get(name, 0)} x {streams[-1] * 1e3:.1f} ms = {floor * 100:.1f}%",
                 f"{attach:.2f}",
             )
         )
         if name in TARGETS:
+            maintenance = overhead - application
             checks.append(
                 f"- {name}: total {overhead * 100:.1f}% amortised over {period} steps (target <= "
-                f"{TARGET * 100:.0f}%: {'met' if overhead <= TARGET else 'NOT met'}); maintenance alone "
-                f"{(overhead - application) * 100:.1f}% ({'met' if overhead - application <= TARGET else 'NOT met'}); "
-                f"memory floor {floor * 100:.1f}%"
+                f"{TARGET * 100:.0f}%: {_verdict(overhead)}); maintenance alone {maintenance * 100:.1f}% "
+                f"({_verdict(maintenance)}"
+                + (
+                    f"; without the {credit * 100:.1f}% credit of gradient-buffer reuse "
+                    f"{(maintenance + credit) * 100:.1f}%, {_verdict(maintenance + credit)}"
+                    if reused_steps
+                    else ""
+                )
+                + f"); memory floor {floor * 100:.1f}%"
             )
     header = (
         "method",
@@ -199,6 +245,7 @@ def run(quick: bool = False) -> Path:
         "total overhead median / amortised",
         "of which application",
         "maintenance (amortised - application)",
+        "gradient-buffer reuse credit → maintenance without it",
         "floor: streams x ms/stream = % of fwd+bwd",
         "attach s",
     )
@@ -221,8 +268,11 @@ def run(quick: bool = False) -> Path:
         "The floor counts the weight-sized (64 MB) streams a method's step reads or writes and cannot avoid "
         "(see `STREAMS` in bench/bench_overhead.py), each timed as a third of `torch.mul(W, mask, out=cache)` "
         "measured right after the method's window; periodic solver and search work comes on top of it.\n\n"
-        + markdown_table(header, rows)
-        + "\n\n## Targets (issue: <= 10% of dense forward+backward)\n\n"
+        "Bi-Mask accumulates its weight gradient into a reused buffer that holds the SR-STE term, so its step "
+        "skips the page faults of the fresh 64 MB gradient that the dense step allocates (a saving unrelated to "
+        "masks). Its rows also pair each step with a dense step that reuses its gradient buffer the same way; "
+        "the difference is the *credit*, and maintenance without it is what the Bi-Mask verdict should be read "
+        "by.\n\n" + markdown_table(header, rows) + "\n\n## Targets (issue: <= 10% of dense forward+backward)\n\n"
         "The issue asks for the overhead of each method's *mask maintenance*; the targets are evaluated on the "
         "total (maintenance + application) and on maintenance alone, and both are reported.\n\n" + "\n".join(checks)
     )

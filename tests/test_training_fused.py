@@ -45,8 +45,15 @@ def test_bimask4_matches_oracles(n, blocks, groups, dtype, data):
     w = data.draw(hnp.arrays(dtype, (rows, 4 * groups), elements=ELEMENTS))
     perm = np.asarray(data.draw(st.permutations(range(rows))))
     w0 = w.copy()
-    fmask, bmask, fmasked, bmasked = (np.full_like(w, 7) for _ in range(4))
-    bimask4_into(w, n, perm, fmask, bmask, fmasked, bmasked)
+    fmask, bmask, fmasked, bmasked, term = (np.full_like(w, 7) for _ in range(5))
+    decay = data.draw(st.sampled_from([None, 0.25, 2e-4]))
+    if decay is None:  # no term requested: the kernel variant without it
+        bimask4_into(w, n, perm, fmask, bmask, fmasked, bmasked)
+    else:
+        bimask4_into(w, n, perm, fmask, bmask, fmasked, bmasked, term, decay)
+        with np.errstate(invalid="ignore"):  # the SR-STE term decay * (1 - F) * w, F from the oracle
+            expected = dtype(decay) * ((1 - nm_mask_sorted(np.abs(w), n, 4)).astype(dtype) * w)
+        np.testing.assert_array_equal(term, expected)
     fwd = nm_mask_sorted(np.abs(w), n, 4)
     np.testing.assert_array_equal(fmask != 0, fwd)
     np.testing.assert_array_equal(bmask != 0, bimask_backward_naive(w, fwd, perm, n, 4))
@@ -136,3 +143,61 @@ def test_bimask_backward_cache_change_before_backward_is_detected():
     method.after_optimizer_step()  # refreshes F, B and both masked weights in place
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         y.sum().backward()
+
+
+def _bimask_linear(decay=0.01):
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(16, 8)
+    return lin, nt.BiMask(lin, 2, 4, candidates=4, decay=decay, rng=0)
+
+
+def test_bimask_decay_is_added_once_per_step_under_gradient_accumulation():
+    lin, method = _bimask_linear()
+    layer = method.layers[""]
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+    for _ in range(3):
+        w, fwd = layer.weight.detach().clone(), layer.mask.clone()
+        opt.zero_grad()
+        xs = [torch.randn(5, 16) for _ in range(3)]
+        gys = [torch.randn(5, 8) for _ in range(3)]
+        for x, gy in zip(xs, gys, strict=True):  # three micro-batches, one optimiser step
+            lin(x).backward(gy)
+        method.before_optimizer_step()
+        dense = sum(gy.T @ x for x, gy in zip(xs, gys, strict=True))
+        torch.testing.assert_close(layer.weight.grad, dense + 0.01 * (1 - fwd) * w)
+        opt.step()
+        method.after_optimizer_step()
+
+
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_bimask_reused_term_buffer_never_overwrites_a_live_gradient(set_to_none):
+    lin, method = _bimask_linear()
+    layer = method.layers[""]
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+    kept = []
+    for _ in range(4):
+        w, fwd = layer.weight.detach().clone(), layer.mask.clone()
+        opt.zero_grad(set_to_none=set_to_none)
+        x, gy = torch.randn(5, 16), torch.randn(5, 8)
+        lin(x).backward(gy)
+        method.before_optimizer_step()
+        expected = gy.T @ x + 0.01 * (1 - fwd) * w
+        torch.testing.assert_close(layer.weight.grad, expected)
+        kept.append((layer.weight.grad, expected))  # a user holding every step's gradient
+        opt.step()
+        method.after_optimizer_step()
+    if set_to_none:  # each kept gradient is still what it was
+        for grad, expected in kept:
+            torch.testing.assert_close(grad, expected)
+
+
+def test_bimask_decay_without_a_backward_pass_is_not_carried_over():
+    lin, method = _bimask_linear()
+    layer = method.layers[""]
+    method.before_optimizer_step()  # no backward yet: nothing to add, and the term is dropped
+    method.after_optimizer_step()
+    x, gy = torch.randn(5, 16), torch.randn(5, 8)
+    lin(x).backward(gy)
+    w, fwd = layer.weight.detach(), layer.mask
+    method.before_optimizer_step()
+    torch.testing.assert_close(layer.weight.grad, gy.T @ x + 0.01 * (1 - fwd) * w)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import types
 from typing import Any, ClassVar
 
@@ -26,24 +27,34 @@ class _BiMaskLinear(torch.autograd.Function):
 
     ``W * F`` and ``W * B`` come from the parametrization's caches (filled by the fused refresh, or
     recomputed in place when stale); the saved ``W * B`` alias makes autograd raise if it is changed
-    before the backward pass.
+    before the backward pass. If the fused refresh left the SR-STE term ``decay * (1 - F) * W`` in
+    ``state["decay_term"]``, the first backward pass takes it and accumulates ``dY.T @ x`` into it
+    (one GEMM that also adds the term), leaving None there: the term is added once per step.
     """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, p: MaskParametrization):
+    def forward(ctx: Any, x, weight, bias, p: MaskParametrization, state: dict[str, Any]):  # type: ignore[no-untyped-def]
         back = p.backward_masked_weight(weight) if ctx.needs_input_grad[0] else None
         ctx.save_for_backward(x, back)
         ctx.has_bias = bias is not None
+        ctx.state = state
         return nn.functional.linear(x, p.masked_weight(weight), bias)
 
     @staticmethod
-    def backward(ctx: Any, dy: torch.Tensor):
+    def backward(ctx: Any, dy: torch.Tensor):  # type: ignore[no-untyped-def]
         x, back = ctx.saved_tensors
         dx = dy @ back if ctx.needs_input_grad[0] else None
         dy2, x2 = dy.reshape(-1, dy.shape[-1]), x.reshape(-1, x.shape[-1])
-        dw = dy2.T @ x2 if ctx.needs_input_grad[1] else None
+        dw = None
+        if ctx.needs_input_grad[1]:
+            term = ctx.state.get("decay_term")
+            if term is None:
+                dw = dy2.T @ x2
+            else:
+                ctx.state["decay_term"] = None  # taken: nothing else may hold it, so autograd adopts it as .grad
+                dw = term.addmm_(dy2.T, x2)
         db = dy2.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return dx, dw, db, None
+        return dx, dw, db, None, None
 
 
 class _BiMaskConv2d(torch.autograd.Function):
@@ -72,12 +83,40 @@ class _BiMaskConv2d(torch.autograd.Function):
         return dx, dw, db, None, None
 
 
-def _linear_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+_storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
+
+
+def _storage_users(t: torch.Tensor) -> int:
+    """How many tensors (and storage handles) share ``t``'s memory; -1 if this torch cannot tell."""
+    return -1 if _storage_use_count is None else int(_storage_use_count(t.untyped_storage()._cdata))
+
+
+def _term_buffer(layer: Layer) -> torch.Tensor:
+    """A weight-sized tensor to receive the SR-STE term, reused once nothing else holds it.
+
+    The term becomes the weight's ``.grad`` (see _BiMaskLinear), so a buffer is free again when
+    ``zero_grad()`` has dropped that gradient. The usual loop zeroes gradients at the start of a step,
+    after this refresh, so two buffers alternate. Reuse saves the page faults of a fresh 64 MB tensor
+    (about as long as the GEMM that fills it). A gradient still held (``zero_grad(set_to_none=False)``,
+    a user's reference) makes a new buffer, as does a torch without the storage use count.
+    """
+    w = layer.weight
+    buffers = layer.state.setdefault("term_buffers", [])
+    for buf, users in buffers:
+        if users >= 0 and buf.shape == w.shape and buf.dtype == w.dtype and _storage_users(buf) == users:
+            return buf
+    buf = torch.empty_like(w)
+    buffers.insert(0, (buf, _storage_users(buf)))
+    del buffers[2:]
+    return buf
+
+
+def _linear_forward(self: nn.Linear, x: torch.Tensor, state: dict[str, Any]) -> torch.Tensor:
     p = mask_parametrization(self)
     weight = self.parametrizations.weight.original  # type: ignore[union-attr]
     if not torch.is_grad_enabled():
         return nn.functional.linear(x, p.masked_weight(weight), self.bias)  # type: ignore[union-attr]
-    return _BiMaskLinear.apply(x, weight, self.bias, p)
+    return _BiMaskLinear.apply(x, weight, self.bias, p, state)
 
 
 def _conv2d_forward(self: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -97,8 +136,7 @@ class BiMask(NMTraining):
     (:func:`nmsolve.bimask_masks`); the permutation is the best of ``candidates`` random ones
     (:func:`nmsolve.bimask_permutation`), searched again every ``period`` steps. A custom autograd
     function computes ``y`` with ``W * F``, the input gradient ``dX = dY @ (W * B)`` and the dense
-    weight gradient, to which :meth:`before_optimizer_step` adds the SR-STE term
-    ``decay * (1 - F) * W`` once.
+    weight gradient, to which the SR-STE term ``decay * (1 - F) * W`` is added once per step.
 
     Parameters
     ----------
@@ -123,9 +161,18 @@ class BiMask(NMTraining):
     Per step: F and B of the current weights under the current permutation, and the masked weights
     ``W * F`` (forward) and ``W * B`` (input gradient), both kept in the parametrization's caches
     (one extra weight-sized tensor per layer for ``W * B``). For 2-D CPU float32/float64 weights and
-    ``m = 4`` all four come from one fused pass over ``W`` (:mod:`nmsolve.training._fused`); other
-    weights take :func:`nmsolve.bimask_masks` and torch. Every ``period`` steps
-    :func:`nmsolve.bimask_permutation` scores ``candidates`` random permutations first.
+    ``m = 4`` all four, and the SR-STE term, come from one fused pass over ``W``
+    (:mod:`nmsolve.training._fused`); the first backward pass after that accumulates ``dY.T @ x``
+    into the term, which becomes the weight gradient (later backward passes of the same step, as in
+    gradient accumulation, add plain ``dY.T @ x``; if no backward pass ran,
+    :meth:`before_optimizer_step` adds the term). The term's buffer is reused once ``zero_grad()`` has
+    dropped the gradient that held it, which saves the page faults of a fresh weight-sized gradient
+    (up to two such buffers per layer, one of which is the live gradient); a gradient that is still
+    held is never overwritten. Other weights take :func:`nmsolve.bimask_masks` and torch, and
+    :meth:`before_optimizer_step` adds the term. On the fused path the term enters the gradient in
+    the backward pass, so a loss scaler that unscales gradients later (``GradScaler``) divides the
+    term too; with loss scaling, pass ``decay=0`` and add the term after unscaling. Every ``period``
+    steps :func:`nmsolve.bimask_permutation` scores ``candidates`` random permutations first.
 
     References
     ----------
@@ -180,7 +227,10 @@ class BiMask(NMTraining):
     def setup_layer(self, layer: Layer) -> None:
         layer.param.backward_mask = torch.ones_like(layer.mask)
         self._search_and_refresh(layer)
-        forward = _conv2d_forward if isinstance(layer.module, nn.Conv2d) else _linear_forward
+        if isinstance(layer.module, nn.Conv2d):
+            forward: Any = _conv2d_forward
+        else:
+            forward = functools.partial(_linear_forward, state=layer.state)
         layer.module.forward = types.MethodType(forward, layer.module)
 
     def _detach_layer(self, layer: Layer) -> None:
@@ -196,7 +246,9 @@ class BiMask(NMTraining):
             self._set_masks(layer, result.forward_mask, result.backward_mask, layout)
 
     def _refresh_fused(self, layer: Layer) -> bool:
-        """F, B, ``W * F`` and ``W * B`` in one pass (CPU float Linear weights, m = 4); False if not eligible."""
+        """F, B, ``W * F``, ``W * B`` and the SR-STE term in one pass (CPU float Linear weights, m = 4);
+        False if not eligible."""
+        layer.state.pop("decay_term", None)
         if self.m != 4 or layer.weight.dim() != 2:
             return False
         p = layer.param
@@ -204,9 +256,13 @@ class BiMask(NMTraining):
         views = [self.host_view(t) for t in (w, p.mask, p.backward_mask, p.cache_for(w), p.backward_cache_for(w))]
         if any(v is None or v.dtype != views[0].dtype for v in views):
             return False
-        bimask4_into(views[0], self.n, layer.state["permutation"], *views[1:])  # type: ignore[arg-type]
+        term = _term_buffer(layer) if self.decay else None
+        perm = layer.state["permutation"]
+        bimask4_into(views[0], self.n, perm, *views[1:], self.host_view(term), self.decay)  # type: ignore[arg-type]
         p.mark_cache_valid(w)
         p.mark_backward_cache_valid(w)
+        if term is not None:
+            layer.state["decay_term"] = term.view(term.shape)  # a new alias: autograd adopts it as the .grad
         return True
 
     def _refresh(self, layer: Layer) -> None:
@@ -225,7 +281,14 @@ class BiMask(NMTraining):
             )
 
     def on_before_step(self, layer: Layer) -> None:
-        add_srste_term(layer, self.decay)
+        if "decay_term" not in layer.state:  # no fused refresh: add the term to the gradient now
+            add_srste_term(layer, self.decay)
+            return
+        term, layer.state["decay_term"] = layer.state["decay_term"], None
+        grad = layer.weight.grad
+        if term is not None and grad is not None:  # no backward pass took the term this step
+            with torch.no_grad():
+                grad.add_(term)
 
     def on_after_step(self, layer: Layer) -> None:
         if self.schedule.due(self.step):

@@ -49,8 +49,11 @@ def _keep4(a, b, c, d, n):  # type: ignore[no-untyped-def]
 
 
 @kernel()
-def _nm4_row(wr, n, mr, sr, kr, want_keys, one, zero):  # type: ignore[no-untyped-def]
-    """One row: mr = N:4 of |wr| (0/1), sr = wr * mr and, if want_keys, kr = |wr| * mr. Returns NaN seen."""
+def _nm4_row(wr, n, mr, sr, kr, one, zero):  # type: ignore[no-untyped-def]
+    """One row: mr = N:4 of |wr| (0/1), sr = wr * mr and, unless kr is None, kr = |wr| * mr.
+
+    Returns NaN seen. Whether kr is None is known at compile time (numba prunes the branch).
+    """
     nan = False
     for g in range(wr.shape[0] // 4):
         k = 4 * g
@@ -64,7 +67,7 @@ def _nm4_row(wr, n, mr, sr, kr, want_keys, one, zero):  # type: ignore[no-untype
         fd = one if kd else zero
         mr[k], mr[k + 1], mr[k + 2], mr[k + 3] = fa, fb, fc, fd
         sr[k], sr[k + 1], sr[k + 2], sr[k + 3] = wa * fa, wb * fb, wc * fc, wd * fd
-        if want_keys:
+        if kr is not None:
             kr[k] = a if ka else 0.0
             kr[k + 1] = b if kb else 0.0
             kr[k + 2] = c if kc else 0.0
@@ -85,7 +88,7 @@ def _nm4(w, n, mask, masked):  # type: ignore[no-untyped-def]
     zero = mask.dtype.type(0)
     for ch in prange(chunks):
         for r in range(ch * rows // chunks, (ch + 1) * rows // chunks):
-            bad[r] = _nm4_row(w[r], n, mask[r], masked[r], w[r], False, one, zero)
+            bad[r] = _nm4_row(w[r], n, mask[r], masked[r], None, one, zero)
     for r in range(rows):
         if bad[r]:
             return r
@@ -93,12 +96,14 @@ def _nm4(w, n, mask, masked):  # type: ignore[no-untyped-def]
 
 
 @kernel(parallel=True)
-def _bimask4(w, n, perm, fmask, bmask, fmasked, bmasked):  # type: ignore[no-untyped-def]
-    """Bi-Mask F, B, w * F and w * B for m = 4 (rows and columns multiples of 4).
+def _bimask4(w, n, perm, fmask, bmask, fmasked, bmasked, term, decay):  # type: ignore[no-untyped-def]
+    """Bi-Mask F, B, w * F, w * B and, unless term is None, term = decay * (1 - F) * w for m = 4 (rows
+    and columns multiples of 4).
 
     Block b holds rows perm[4b:4b+4]: first F, w * F and the keys |w| * F of its four rows (row by
     row, as _nm4), then B column by column over the four key rows (N:4 in permuted order, AND F)
-    and w * B, while the block is still in cache. Returns a block holding NaN, or -1.
+    and w * B (and the term), while the block is still in cache. Returns a block holding NaN, or -1.
+    Whether term is None is known at compile time (numba prunes the branch).
     """
     rows, cols = w.shape
     blocks = rows // 4
@@ -110,10 +115,10 @@ def _bimask4(w, n, perm, fmask, bmask, fmasked, bmasked):  # type: ignore[no-unt
         keys = np.empty((4, cols), dtype=w.dtype)
         for blk in range(ch * blocks // chunks, (ch + 1) * blocks // chunks):
             r0, r1, r2, r3 = perm[4 * blk], perm[4 * blk + 1], perm[4 * blk + 2], perm[4 * blk + 3]
-            nan = _nm4_row(w[r0], n, fmask[r0], fmasked[r0], keys[0], True, one, zero)
-            nan |= _nm4_row(w[r1], n, fmask[r1], fmasked[r1], keys[1], True, one, zero)
-            nan |= _nm4_row(w[r2], n, fmask[r2], fmasked[r2], keys[2], True, one, zero)
-            nan |= _nm4_row(w[r3], n, fmask[r3], fmasked[r3], keys[3], True, one, zero)
+            nan = _nm4_row(w[r0], n, fmask[r0], fmasked[r0], keys[0], one, zero)
+            nan |= _nm4_row(w[r1], n, fmask[r1], fmasked[r1], keys[1], one, zero)
+            nan |= _nm4_row(w[r2], n, fmask[r2], fmasked[r2], keys[2], one, zero)
+            nan |= _nm4_row(w[r3], n, fmask[r3], fmasked[r3], keys[3], one, zero)
             bad[blk] = nan
             if nan:
                 continue
@@ -134,6 +139,11 @@ def _bimask4(w, n, perm, fmask, bmask, fmasked, bmasked):  # type: ignore[no-unt
                 bd *= f3[j]
                 b0[j], b1[j], b2[j], b3[j] = ba, bb, bc, bd
                 s0[j], s1[j], s2[j], s3[j] = w0[j] * ba, w1[j] * bb, w2[j] * bc, w3[j] * bd
+            if term is not None:
+                for r in (r0, r1, r2, r3):
+                    wr, fr, tr = w[r], fmask[r], term[r]
+                    for j in range(cols):
+                        tr[j] = decay * ((one - fr[j]) * wr[j])
     for blk in range(blocks):
         if bad[blk]:
             return blk
@@ -167,17 +177,20 @@ def bimask4_into(
     bmask: np.ndarray,
     fmasked: np.ndarray,
     bmasked: np.ndarray,
+    term: np.ndarray | None = None,
+    decay: float = 0.0,
 ) -> None:
-    """Bi-Mask's ``F``, ``B`` (see :func:`nmsolve.bimask_masks`, m = 4), ``weight * F`` and
-    ``weight * B`` in one pass over ``weight`` [out, in] (both multiples of 4). NaN raises."""
-    _check((weight, fmask, bmask, fmasked, bmasked))
+    """Bi-Mask's ``F``, ``B`` (see :func:`nmsolve.bimask_masks`, m = 4), ``weight * F``,
+    ``weight * B`` and, if ``term`` is given, ``term = decay * (1 - F) * weight`` (the SR-STE
+    gradient term), in one pass over ``weight`` [out, in] (both multiples of 4). NaN raises."""
+    _check((weight, fmask, bmask, fmasked, bmasked) + (() if term is None else (term,)))
     if weight.shape[0] % 4:
         raise ValueError(f"Bi-Mask needs rows that are a multiple of 4, got shape {weight.shape}")
     p = np.ascontiguousarray(perm, dtype=np.int64)
     if p.shape != (weight.shape[0],):
         raise ValueError(f"perm must have shape ({weight.shape[0]},), got {p.shape}")
     with threads_for(weight.size, PARALLEL_MIN_SIZE):
-        bad = _bimask4(weight, n, p, fmask, bmask, fmasked, bmasked)
+        bad = _bimask4(weight, n, p, fmask, bmask, fmasked, bmasked, term, weight.dtype.type(decay))
     if bad >= 0:
         raise_nan("weight", np.argwhere(np.isnan(weight))[0])
 
@@ -187,4 +200,6 @@ def _warmup() -> None:
         for rows, cols in ((4, 8), (4, PARALLEL_MIN_SIZE // 4)):
             w = np.arange(rows * cols, dtype=dtype).reshape(rows, cols)
             nm4_into(w, 2, np.empty_like(w), np.empty_like(w))
-            bimask4_into(w, 2, np.arange(rows), *(np.empty_like(w) for _ in range(4)))
+            f, b, sf, sb, term = (np.empty_like(w) for _ in range(5))
+            bimask4_into(w, 2, np.arange(rows), f, b, sf, sb)
+            bimask4_into(w, 2, np.arange(rows), f, b, sf, sb, term, 1e-4)
