@@ -30,6 +30,10 @@ from nmsolve.layout import restore_rows, rows_along
 #   the threshold. That is about log2(m)^2 / 4 comparisons per entry (157 / 32 for 16:32) against
 #   (m - 1) / 2 for ranking by pairwise comparison; the scratch (_BLOCK_VALUES values) stays in
 #   cache.
+# * float32 4:8, 8:16 and 16:32 (_REGISTER_PATTERNS) run the same pruned network with its wires in
+#   registers instead: one loop over groups whose body is the whole network on m local variables
+#   (_register_kernel), so each wire is loaded once and never stored, where _sort_lanes loads and
+#   stores two wires per comparator. The threshold pass and tie rule are those of _keep_network.
 # Longer groups, and a padded last group, use quickselect (O(1) expected per entry).
 _NETWORK_MAX_M = 64
 _BLOCK_VALUES = 8192
@@ -39,6 +43,9 @@ _ROW_CHUNKS = 64
 # Below this many entries _nm_rows runs on one thread: waking the thread pool costs more than it
 # saves, and on a busy machine (other processes on every core) it can take tens of milliseconds.
 _PARALLEL_MIN_SIZE = 1 << 16
+
+# Patterns with a register-resident network (float32 scores only; see _keep_registers).
+_REGISTER_PATTERNS = ((4, 8), (8, 16), (16, 32))
 
 MAX_COMBINATIONS = 1 << 20
 
@@ -80,7 +87,32 @@ def _selection_network(n: int, m: int) -> np.ndarray:
     return _sorting_network(m, frozenset({n - 1, n} if n < m else {n - 1}))
 
 
+def _register_kernel(n: int, m: int) -> Any:
+    """Kernel ``(s, groups, threshold, tie)`` running _selection_network(n, m) on wires in registers.
+
+    Wire w of group g is read from ``s[w // k, k * g + w % k]`` (``k = 4`` for m < 32: four float32
+    transposed as one complex128, see _keep_registers; ``k = 1`` is plain ``s[w, g]``). It writes
+    the n-th largest of each group to threshold[g], and to tie[g] whether the next one equals it.
+    The network is unrolled into straight-line source, one line per comparator, so that LLVM can
+    keep the wires in vector registers (8 groups per vector). The source is compiled under this
+    file's name, which numba's on-disk cache needs (it re-validates entries against this file's time
+    stamp); tracebacks into it show lines of this file that are not its lines.
+    """
+    k = 4 if m < 32 else 1
+    name = f"_select_{n}_{m}"
+    lines = [f"def {name}(s, groups, threshold, tie):", "    for g in range(groups):"]
+    lines += [f"        w{w} = s[{w // k}, {k} * g + {w % k}]" for w in range(m)]
+    network = _selection_network(n, m)
+    lines += [f"        w{a}, w{b} = (w{a}, w{b}) if w{a} > w{b} else (w{b}, w{a})" for a, b in network]
+    lines += [f"        threshold[g] = w{n - 1}", f"        tie[g] = w{n} == w{n - 1}"]
+    namespace: dict[str, Any] = {"__name__": __name__}
+    exec(compile("\n".join(lines), __file__, "exec"), namespace)
+    return kernel()(namespace[name])
+
+
 # --------------------------------------------------------------------------- kernels
+
+_select_4_8, _select_8_16, _select_16_32 = (_register_kernel(n, m) for n, m in _REGISTER_PATTERNS)
 
 
 @kernel()
@@ -218,13 +250,49 @@ def _keep_network(xb, n, m, network, scratch, ob):  # type: ignore[no-untyped-de
             _keep_ties_first(xg[g], n, t, og[g])
 
 
+@kernel()
+def _keep_registers(xb, n, m, scratch, wide, threshold, tie, ob):  # type: ignore[no-untyped-def]
+    """_keep_network for float32 (n, m) in _REGISTER_PATTERNS, with the network in registers.
+
+    For m < 32 the groups are transposed 16 bytes (four values, as one complex128) at a time into
+    wide[j, g], a quarter of the scalar moves, and the selection kernel reads its wires from that
+    as interleaved 4-float tuples (which LLVM vectorises with shuffles; for m = 32 it does not, so
+    those groups are transposed value by value into scratch[j, g]).
+    """
+    groups = xb.size // m
+    xg = xb.reshape((groups, m))
+    og = ob.reshape((groups, m))
+    if m == 32:
+        for j in range(m):
+            for g in range(groups):
+                scratch[j, g] = xg[g, j]
+        _select_16_32(scratch, groups, threshold, tie)
+    else:
+        xw = xb.view(np.complex128).reshape((groups, m // 4))
+        for j in range(m // 4):
+            for g in range(groups):
+                wide[j, g] = xw[g, j]
+        if m == 8:
+            _select_4_8(wide.view(np.float32), groups, threshold, tie)
+        else:
+            _select_8_16(wide.view(np.float32), groups, threshold, tie)
+    for g in range(groups):
+        t = threshold[g]
+        if tie[g]:
+            _keep_ties_first(xg[g], n, t, og[g])
+        else:
+            for j in range(m):
+                og[g, j] = xg[g, j] >= t
+
+
 @kernel(parallel=True)
-def _nm_rows(x, n, m, network, out):  # type: ignore[no-untyped-def]
+def _nm_rows(x, n, m, network, registers, out):  # type: ignore[no-untyped-def]
     """Fill out[r] with the N:M mask of row x[r]; return the first row holding NaN, or -1.
 
     ``network`` is _selection_network(n, m) when 4 != m <= _NETWORK_MAX_M, and is unused otherwise.
-    Full groups go through _keep_m4 or _keep_network in blocks of about _BLOCK_VALUES entries, each
-    checked for NaN on the way (while it is in cache); the rest of the row through quickselect.
+    Full groups go through _keep_m4, _keep_registers (``registers``: float32 x, (n, m) in
+    _REGISTER_PATTERNS) or _keep_network in blocks of about _BLOCK_VALUES entries, each checked for
+    NaN on the way (while it is in cache); the rest of the row through quickselect.
     """
     rows, length = x.shape
     full = length - length % m if m <= _NETWORK_MAX_M else 0
@@ -233,6 +301,9 @@ def _nm_rows(x, n, m, network, out):  # type: ignore[no-untyped-def]
     nan_in_row = np.zeros(rows, dtype=np.bool_)
     for c in prange(chunks):
         scratch = np.empty((m, step // m), dtype=x.dtype)
+        wide = np.empty((m // 4 if registers else 0, step // m), dtype=np.complex128)
+        threshold = np.empty(step // m, dtype=x.dtype)
+        tie = np.empty(step // m, dtype=np.bool_)
         buf = np.empty(m, dtype=x.dtype)
         for r in range(c * rows // chunks, (c + 1) * rows // chunks):
             xr = x[r]
@@ -244,7 +315,9 @@ def _nm_rows(x, n, m, network, out):  # type: ignore[no-untyped-def]
                     nan = _keep_m4(xr[start:stop], n, outr[start:stop])
                 else:
                     nan = _has_nan(xr[start:stop])
-                    if not nan:
+                    if not nan and registers:
+                        _keep_registers(xr[start:stop], n, m, scratch, wide, threshold, tie, outr[start:stop])
+                    elif not nan:
                         _keep_network(xr[start:stop], n, m, network, scratch, outr[start:stop])
                 if nan:
                     break
@@ -377,7 +450,10 @@ def _run_maybe_serial(fn: Any, x2: np.ndarray, n: int, m: int, out: np.ndarray) 
 
 def _mask_rows(x2: np.ndarray, n: int, m: int, out: np.ndarray) -> int:
     """Run _nm_rows on the 2-D scores ``x2`` (small inputs on one thread); return its NaN row or -1."""
-    return _run_maybe_serial(_nm_rows, x2, n, m, out)
+    network = _selection_network(n, m) if m <= _NETWORK_MAX_M else _NO_NETWORK
+    registers = x2.dtype == np.float32 and (n, m) in _REGISTER_PATTERNS
+    with threads_for(x2.size, _PARALLEL_MIN_SIZE):
+        return int(_nm_rows(x2, n, m, network, registers, out))
 
 
 # --------------------------------------------------------------------------- public API

@@ -406,3 +406,22 @@ def test_network_kernel_every_n_with_ties_across_blocks(m):
     x[1] = rng.normal(size=x.shape[1])
     for n in range(1, m + 1):
         np.testing.assert_array_equal(nmsolve.nm_mask(x, n, m), nm_mask_sorted(x, n, m), err_msg=f"{n}:{m}")
+
+
+@pytest.mark.parametrize(("n", "m"), [(4, 8), (8, 16), (16, 32)])
+def test_register_network_oracle_with_ties_inf_unaligned_rows_and_nan(n, m):
+    # float32 n:2n runs the register-resident network (_keep_registers); rows of 8192 + 2m + 3 entries
+    # start at addresses that are not multiples of 16 bytes (its 16-byte transpose), span a full and
+    # a short block, end in a padded group, and 9 rows are enough for the multithreaded path
+    from nmsolve.nm import _PARALLEL_MIN_SIZE, _REGISTER_PATTERNS
+
+    assert (n, m) in _REGISTER_PATTERNS
+    rng = np.random.default_rng(m)
+    values = np.array([-np.inf, -2, -1, -0.0, 0, 1, 2, np.inf], dtype=np.float32)
+    x = rng.choice(values, size=(9, 8192 + 2 * m + 3))
+    x[::3] = rng.normal(size=x[::3].shape)
+    assert x.size >= _PARALLEL_MIN_SIZE
+    np.testing.assert_array_equal(nmsolve.nm_mask(x, n, m, pad=True), nm_mask_sorted(x, n, m))
+    x[4, 8192 + m + 1] = np.nan
+    with pytest.raises(ValueError, match=rf"NaN \(first at index \(4, {8192 + m + 1}\)\)"):
+        nmsolve.nm_mask(x, n, m, pad=True)
