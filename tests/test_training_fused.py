@@ -45,7 +45,8 @@ def test_bimask4_matches_oracles(n, blocks, groups, dtype, data):
     w = data.draw(hnp.arrays(dtype, (rows, 4 * groups), elements=ELEMENTS))
     perm = np.asarray(data.draw(st.permutations(range(rows))))
     w0 = w.copy()
-    fmask, bmask, fmasked, bmasked, term = (np.full_like(w, 7) for _ in range(5))
+    fmask, bmask = (np.full(w.shape, 7, np.uint8) for _ in range(2))
+    fmasked, bmasked, term = (np.full_like(w, 7) for _ in range(3))
     decay = data.draw(st.sampled_from([None, 0.25, 2e-4]))
     if decay is None:  # no term requested: the kernel variant without it
         bimask4_into(w, n, perm, fmask, bmask, fmasked, bmasked)
@@ -67,6 +68,11 @@ def test_bimask4_matches_oracles(n, blocks, groups, dtype, data):
         np.testing.assert_array_equal(bmask != 0, b2)
 
 
+def _bimask_buffers(w):
+    """F, B (uint8), W * F, W * B for bimask4_into."""
+    return [np.zeros(w.shape, np.uint8) for _ in range(2)] + [np.zeros_like(w) for _ in range(2)]
+
+
 def test_parallel_path_and_nan_are_reported():
     rows = 8
     cols = PARALLEL_MIN_SIZE // rows  # the parallel compilation
@@ -75,7 +81,7 @@ def test_parallel_path_and_nan_are_reported():
     mask, masked = np.empty_like(w), np.empty_like(w)
     nm4_into(w, 2, mask, masked)
     np.testing.assert_array_equal(mask != 0, nmsolve.nm_mask(np.abs(w), 2, 4))
-    outs = [np.empty_like(w) for _ in range(4)]
+    outs = _bimask_buffers(w)
     bimask4_into(w, 2, perm, *outs)
     f2, b2 = nmsolve.bimask_masks(w, 2, 4, perm)
     np.testing.assert_array_equal(outs[0] != 0, f2)
@@ -91,15 +97,17 @@ def test_rejects_mismatched_buffers():
     w = np.zeros((4, 8), dtype=np.float32)
     with pytest.raises(ValueError, match="multiple of 4"):
         nm4_into(np.zeros((4, 6), dtype=np.float32), 2, np.zeros((4, 6), np.float32), np.zeros((4, 6), np.float32))
-    with pytest.raises(ValueError, match="one shape and dtype"):
+    with pytest.raises(ValueError, match="one shape, in the weight's dtype"):
         nm4_into(w, 2, np.zeros((4, 8), dtype=np.float64), np.zeros_like(w))
+    with pytest.raises(ValueError, match=r"Bi-Mask's masks: uint8"):
+        bimask4_into(w, 2, np.arange(4), *(np.zeros_like(w) for _ in range(4)))  # float masks
     with pytest.raises(ValueError, match="C-contiguous"):
         nm4_into(w, 2, np.zeros((8, 4), dtype=np.float32).T, np.zeros_like(w))
     with pytest.raises(ValueError, match="rows that are a multiple of 4"):
         z = np.zeros((6, 8), dtype=np.float32)
-        bimask4_into(z, 2, np.arange(6), *(np.zeros_like(z) for _ in range(4)))
+        bimask4_into(z, 2, np.arange(6), *_bimask_buffers(z))
     with pytest.raises(ValueError, match="perm must have shape"):
-        bimask4_into(w, 2, np.arange(3), *(np.zeros_like(w) for _ in range(4)))
+        bimask4_into(w, 2, np.arange(3), *_bimask_buffers(w))
 
 
 # --------------------------------------------------------------------------- through the torch hooks
@@ -201,3 +209,18 @@ def test_bimask_decay_without_a_backward_pass_is_not_carried_over():
     w, fwd = layer.weight.detach(), layer.mask
     method.before_optimizer_step()
     torch.testing.assert_close(layer.weight.grad, gy.T @ x + 0.01 * (1 - fwd) * w)
+
+
+def test_bimask_decay_on_the_unfused_path_uses_the_uint8_masks():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 8, 3, padding=1)  # conv weights take the unfused refresh
+    method = nt.BiMask(conv, 2, 4, candidates=4, decay=0.01, rng=0)
+    layer = method.layers[""]
+    assert layer.mask.dtype == torch.uint8 and layer.param.backward_mask.dtype == torch.uint8
+    assert method.masks()[""].dtype == torch.float32 and method.backward_masks()[""].dtype == torch.float32
+    x = torch.randn(2, 8, 5, 5)
+    conv(x).square().sum().backward()
+    dense = layer.weight.grad.clone()
+    method.before_optimizer_step()
+    w, fwd = layer.weight.detach(), method.masks()[""]
+    torch.testing.assert_close(layer.weight.grad, dense + 0.01 * (1 - fwd) * w)

@@ -96,7 +96,8 @@ class MaskParametrization(nn.Module):
     Parameters
     ----------
     mask : torch.Tensor
-        1 where a weight is kept, 0 where it is pruned; stored in the weight's dtype and device.
+        1 where a weight is kept, 0 where it is pruned; stored on the weight's device, in the
+        weight's dtype (Bi-Mask swaps both of its masks to uint8, which its per-step refresh writes).
     straight_through : bool, default False
         If True the gradient of the masked weight reaches the dense weight unmasked (the
         straight-through estimator of SR-STE, Bi-Mask, transposable training); if False pruned
@@ -241,7 +242,7 @@ def bake(model: nn.Module) -> dict[str, torch.Tensor]:
     """
     baked = {}
     for name, module, p in list(masked_modules(model)):
-        baked[name] = p.mask.detach().clone()
+        baked[name] = p.mask.detach().to(dense_weight(module).dtype, copy=True)
         bake_module(module)
     return baked
 
@@ -261,7 +262,7 @@ def remove_masks(model: nn.Module) -> dict[str, torch.Tensor]:
     """Remove every mask and restore the dense weights (the opposite of :func:`bake`)."""
     removed = {}
     for name, module, p in list(masked_modules(model)):
-        removed[name] = p.mask.detach().clone()
+        removed[name] = p.mask.detach().to(dense_weight(module).dtype, copy=True)
         parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
     return removed
 

@@ -158,11 +158,12 @@ class BiMask(NMTraining):
 
     Notes
     -----
-    Per step: F and B of the current weights under the current permutation, and the masked weights
-    ``W * F`` (forward) and ``W * B`` (input gradient), both kept in the parametrization's caches
-    (one extra weight-sized tensor per layer for ``W * B``). For 2-D CPU float32/float64 weights and
-    ``m = 4`` all four, and the SR-STE term, come from one fused pass over ``W``
-    (:mod:`nmsolve.training._fused`); the first backward pass after that accumulates ``dY.T @ x``
+    Per step: F and B of the current weights under the current permutation (kept as uint8 mask
+    buffers; :meth:`masks` and :meth:`backward_masks` return them in the weight's dtype), and the
+    masked weights ``W * F`` (forward) and ``W * B`` (input gradient), both kept in the
+    parametrization's caches (one extra weight-sized tensor per layer for ``W * B``). For 2-D CPU
+    float32/float64 weights and ``m = 4`` all four, and the SR-STE term, come from one fused pass
+    over ``W`` (:mod:`nmsolve.training._fused`); the first backward pass after that accumulates ``dY.T @ x``
     into the term, which becomes the weight gradient (later backward passes of the same step, as in
     gradient accumulation, add plain ``dY.T @ x``; if no backward pass ran,
     :meth:`before_optimizer_step` adds the term). The term's buffer is reused once ``zero_grad()`` has
@@ -225,6 +226,8 @@ class BiMask(NMTraining):
         return super().skip_reason(name, module)
 
     def setup_layer(self, layer: Layer) -> None:
+        # uint8 masks: the per-step refresh writes both, a quarter of the bytes of float masks
+        layer.param.mask = layer.mask.to(torch.uint8)
         layer.param.backward_mask = torch.ones_like(layer.mask)
         self._search_and_refresh(layer)
         if isinstance(layer.module, nn.Conv2d):
@@ -253,12 +256,14 @@ class BiMask(NMTraining):
             return False
         p = layer.param
         w = layer.weight
-        views = [self.host_view(t) for t in (w, p.mask, p.backward_mask, p.cache_for(w), p.backward_cache_for(w))]
-        if any(v is None or v.dtype != views[0].dtype for v in views):
+        weights = [self.host_view(t) for t in (w, p.cache_for(w), p.backward_cache_for(w))]
+        masks = [self.host_view(t, (torch.uint8,)) for t in (p.mask, p.backward_mask)]
+        if any(v is None for v in weights + masks):
             return False
         term = _term_buffer(layer) if self.decay else None
+        weight, forward, backward = weights
         perm = layer.state["permutation"]
-        bimask4_into(views[0], self.n, perm, *views[1:], self.host_view(term), self.decay)  # type: ignore[arg-type]
+        bimask4_into(weight, self.n, perm, *masks, forward, backward, self.host_view(term), self.decay)  # type: ignore[arg-type]
         p.mark_cache_valid(w)
         p.mark_backward_cache_valid(w)
         if term is not None:
@@ -298,7 +303,10 @@ class BiMask(NMTraining):
 
     def backward_masks(self) -> dict[str, torch.Tensor]:
         """The current backward masks B by layer name (clones; weight dtype and device)."""
-        return {name: layer.param.backward_mask.detach().clone() for name, layer in self.layers.items()}
+        return {
+            name: layer.param.backward_mask.detach().to(layer.weight.dtype, copy=True)
+            for name, layer in self.layers.items()
+        }
 
     def pattern(self, layer: Layer) -> str:
         return f"{self.n}:{self.m} forward, {self.n}:{self.m} backward"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -16,9 +17,10 @@ def add_srste_term(layer: Layer, decay: float) -> None:
     w, g = layer.weight, layer.weight.grad
     if g is None or decay == 0.0:
         return
-    views = [SparseTraining.host_view(t) for t in (g, w, layer.mask)]
-    if all(v is not None and v.dtype == views[0].dtype for v in views):  # type: ignore[union-attr]
-        srste_decay_into(*views, decay)  # type: ignore[arg-type]
+    grad, weight = (SparseTraining.host_view(t) for t in (g, w))
+    mask = SparseTraining.host_view(layer.mask, (torch.float32, torch.float64, torch.uint8))  # Bi-Mask: uint8
+    if grad is not None and weight is not None and mask is not None and mask.dtype in (grad.dtype, np.uint8):
+        srste_decay_into(grad, weight, mask, decay)
         torch.autograd.graph.increment_version(g)
         return
     with torch.no_grad():

@@ -107,7 +107,7 @@ class Layer:
 
     @property
     def mask(self) -> torch.Tensor:
-        """The live mask buffer (weight dtype and device; 1 = kept)."""
+        """The live mask buffer (weight's device; weight's dtype, uint8 under Bi-Mask; 1 = kept)."""
         return self.param.mask
 
     @property
@@ -233,19 +233,16 @@ class SparseTraining:
             layer.mask.copy_(src)  # converts to the buffer's dtype and device
 
     @staticmethod
-    def host_view(tensor: torch.Tensor | None) -> np.ndarray | None:
-        """A writable zero-copy numpy view of a contiguous float32/float64 CPU tensor, else None.
+    def host_view(
+        tensor: torch.Tensor | None, dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64)
+    ) -> np.ndarray | None:
+        """A writable zero-copy numpy view of a contiguous CPU tensor of one of ``dtypes``, else None.
 
         For the fused in-place kernels of the CPU fast paths; other devices and dtypes take the
         plain torch path. Whoever writes through the view bumps the tensor's version
         (``torch.autograd.graph.increment_version``) or calls ``layer.param.mark_cache_valid``.
         """
-        if (
-            tensor is None
-            or tensor.device.type != "cpu"
-            or tensor.dtype not in (torch.float32, torch.float64)
-            or not tensor.is_contiguous()
-        ):
+        if tensor is None or tensor.device.type != "cpu" or tensor.dtype not in dtypes or not tensor.is_contiguous():
             return None
         return tensor.detach().numpy()
 
@@ -290,7 +287,7 @@ class SparseTraining:
 
     def masks(self) -> dict[str, torch.Tensor]:
         """The current masks by layer name (clones, in the weight's dtype and device; 1 = kept)."""
-        return {name: layer.mask.detach().clone() for name, layer in self.layers.items()}
+        return {name: layer.mask.detach().to(layer.weight.dtype, copy=True) for name, layer in self.layers.items()}
 
     def __iter__(self) -> Iterator[Layer]:
         return iter(self.layers.values())

@@ -8,8 +8,9 @@ cannot avoid.
 * :func:`nm4_into`: the magnitude N:4 mask of ``W`` along its last axis and ``W * mask`` (SR-STE,
   and Bi-Mask's forward mask).
 * :func:`bimask4_into`: Bi-Mask's forward mask ``F`` (N:4 along ``in``), its backward mask ``B``
-  (N:4 along ``out`` in permuted row order, on ``|W * F|``, intersected with ``F``), ``W * F`` and
-  ``W * B``, from 4 x 4 tiles of permuted rows.
+  (N:4 along ``out`` in permuted row order, on ``|W * F|``, intersected with ``F``), ``W * F``,
+  ``W * B`` and the SR-STE term ``decay * (1 - F) * W``, from 4 x 4 tiles of permuted rows. Its
+  masks are uint8, a quarter of the bytes to write of float masks.
 
 Both rank the entries of a group by pairwise comparison: an entry is kept when fewer than ``n``
 entries beat it, where a later entry beats it when strictly larger and an earlier entry when larger
@@ -49,10 +50,11 @@ def _keep4(a, b, c, d, n):  # type: ignore[no-untyped-def]
 
 
 @kernel()
-def _nm4_row(wr, n, mr, sr, kr, one, zero):  # type: ignore[no-untyped-def]
-    """One row: mr = N:4 of |wr| (0/1), sr = wr * mr and, unless kr is None, kr = |wr| * mr.
+def _nm4_row(wr, n, mr, sr, kr, tr, decay, one, zero):  # type: ignore[no-untyped-def]
+    """One row: mr = N:4 of |wr| (0/1), sr = wr * mr and, unless None, kr = |wr| * mr and
+    tr = decay * (1 - mr) * wr. Returns NaN seen.
 
-    Returns NaN seen. Whether kr is None is known at compile time (numba prunes the branch).
+    Whether kr and tr are None is known at compile time (numba prunes the branches).
     """
     nan = False
     for g in range(wr.shape[0] // 4):
@@ -65,13 +67,18 @@ def _nm4_row(wr, n, mr, sr, kr, one, zero):  # type: ignore[no-untyped-def]
         fb = one if kb else zero
         fc = one if kc else zero
         fd = one if kd else zero
-        mr[k], mr[k + 1], mr[k + 2], mr[k + 3] = fa, fb, fc, fd
+        mr[k], mr[k + 1], mr[k + 2], mr[k + 3] = ka, kb, kc, kd
         sr[k], sr[k + 1], sr[k + 2], sr[k + 3] = wa * fa, wb * fb, wc * fc, wd * fd
         if kr is not None:
             kr[k] = a if ka else 0.0
             kr[k + 1] = b if kb else 0.0
             kr[k + 2] = c if kc else 0.0
             kr[k + 3] = d if kd else 0.0
+        if tr is not None:
+            tr[k] = decay * ((one - fa) * wa)
+            tr[k + 1] = decay * ((one - fb) * wb)
+            tr[k + 2] = decay * ((one - fc) * wc)
+            tr[k + 3] = decay * ((one - fd) * wd)
     return nan
 
 
@@ -84,15 +91,23 @@ def _nm4(w, n, mask, masked):  # type: ignore[no-untyped-def]
     rows = w.shape[0]
     chunks = min(rows, _CHUNKS)
     bad = np.zeros(rows, dtype=np.bool_)
-    one = mask.dtype.type(1)
-    zero = mask.dtype.type(0)
+    one = w.dtype.type(1)
+    zero = w.dtype.type(0)
     for ch in prange(chunks):
         for r in range(ch * rows // chunks, (ch + 1) * rows // chunks):
-            bad[r] = _nm4_row(w[r], n, mask[r], masked[r], None, one, zero)
+            bad[r] = _nm4_row(w[r], n, mask[r], masked[r], None, None, zero, one, zero)
     for r in range(rows):
         if bad[r]:
             return r
     return -1
+
+
+@kernel()
+def _row(a, r):  # type: ignore[no-untyped-def]
+    """Row r of a, or None when a is None (known at compile time)."""
+    if a is None:
+        return None
+    return a[r]
 
 
 @kernel(parallel=True)
@@ -100,25 +115,25 @@ def _bimask4(w, n, perm, fmask, bmask, fmasked, bmasked, term, decay):  # type: 
     """Bi-Mask F, B, w * F, w * B and, unless term is None, term = decay * (1 - F) * w for m = 4 (rows
     and columns multiples of 4).
 
-    Block b holds rows perm[4b:4b+4]: first F, w * F and the keys |w| * F of its four rows (row by
-    row, as _nm4), then B column by column over the four key rows (N:4 in permuted order, AND F)
-    and w * B (and the term), while the block is still in cache. Returns a block holding NaN, or -1.
-    Whether term is None is known at compile time (numba prunes the branch).
+    Block b holds rows perm[4b:4b+4]: first F, w * F, the term and the keys |w| * F of its four
+    rows (row by row, as _nm4), then B column by column over the four key rows (N:4 in permuted order, AND F)
+    and w * B, while the block is still in cache. Returns a block holding NaN, or -1. Whether term is
+    None is known at compile time (numba prunes the branch).
     """
     rows, cols = w.shape
     blocks = rows // 4
     chunks = min(blocks, _CHUNKS)
     bad = np.zeros(blocks, dtype=np.bool_)
-    one = fmask.dtype.type(1)
-    zero = fmask.dtype.type(0)
+    one = w.dtype.type(1)
+    zero = w.dtype.type(0)
     for ch in prange(chunks):
         keys = np.empty((4, cols), dtype=w.dtype)
         for blk in range(ch * blocks // chunks, (ch + 1) * blocks // chunks):
             r0, r1, r2, r3 = perm[4 * blk], perm[4 * blk + 1], perm[4 * blk + 2], perm[4 * blk + 3]
-            nan = _nm4_row(w[r0], n, fmask[r0], fmasked[r0], keys[0], one, zero)
-            nan |= _nm4_row(w[r1], n, fmask[r1], fmasked[r1], keys[1], one, zero)
-            nan |= _nm4_row(w[r2], n, fmask[r2], fmasked[r2], keys[2], one, zero)
-            nan |= _nm4_row(w[r3], n, fmask[r3], fmasked[r3], keys[3], one, zero)
+            nan = _nm4_row(w[r0], n, fmask[r0], fmasked[r0], keys[0], _row(term, r0), decay, one, zero)
+            nan |= _nm4_row(w[r1], n, fmask[r1], fmasked[r1], keys[1], _row(term, r1), decay, one, zero)
+            nan |= _nm4_row(w[r2], n, fmask[r2], fmasked[r2], keys[2], _row(term, r2), decay, one, zero)
+            nan |= _nm4_row(w[r3], n, fmask[r3], fmasked[r3], keys[3], _row(term, r3), decay, one, zero)
             bad[blk] = nan
             if nan:
                 continue
@@ -129,34 +144,34 @@ def _bimask4(w, n, perm, fmask, bmask, fmasked, bmasked, term, decay):  # type: 
             f0, f1, f2, f3 = fmask[r0], fmask[r1], fmask[r2], fmask[r3]
             for j in range(cols):
                 ka, kb, kc, kd = _keep4(k0[j], k1[j], k2[j], k3[j], n)
+                ka &= f0[j] != 0  # B is a subset of F (a zero weight inside F ties with the pruned ones)
+                kb &= f1[j] != 0
+                kc &= f2[j] != 0
+                kd &= f3[j] != 0
+                b0[j], b1[j], b2[j], b3[j] = ka, kb, kc, kd
                 ba = one if ka else zero
                 bb = one if kb else zero
                 bc = one if kc else zero
                 bd = one if kd else zero
-                ba *= f0[j]  # B is a subset of F (a zero weight inside F ties with the pruned ones)
-                bb *= f1[j]
-                bc *= f2[j]
-                bd *= f3[j]
-                b0[j], b1[j], b2[j], b3[j] = ba, bb, bc, bd
                 s0[j], s1[j], s2[j], s3[j] = w0[j] * ba, w1[j] * bb, w2[j] * bc, w3[j] * bd
-            if term is not None:
-                for r in (r0, r1, r2, r3):
-                    wr, fr, tr = w[r], fmask[r], term[r]
-                    for j in range(cols):
-                        tr[j] = decay * ((one - fr[j]) * wr[j])
     for blk in range(blocks):
         if bad[blk]:
             return blk
     return -1
 
 
-def _check(arrays: tuple[np.ndarray, ...]) -> None:
+def _check(arrays: tuple[np.ndarray, ...], masks: tuple[np.ndarray, ...] = ()) -> None:
+    """``arrays`` (the weight first) share shape and dtype; ``masks`` share the shape, as uint8."""
     first = arrays[0]
     if first.ndim != 2 or first.shape[1] % 4:
         raise ValueError(f"expected a 2-D array whose last axis is a multiple of 4, got shape {first.shape}")
-    for a in arrays:
-        if a.shape != first.shape or a.dtype != first.dtype or not a.flags.c_contiguous:
-            raise ValueError("weight, masks and masked weights must be C-contiguous arrays of one shape and dtype")
+    for a in arrays + masks:
+        dtype = np.uint8 if any(a is m for m in masks) else first.dtype
+        if a.shape != first.shape or a.dtype != dtype or not a.flags.c_contiguous:
+            raise ValueError(
+                "weight, masks and masked weights must be C-contiguous arrays of one shape, in the weight's "
+                "dtype (Bi-Mask's masks: uint8)"
+            )
 
 
 def nm4_into(weight: np.ndarray, n: int, mask: np.ndarray, masked: np.ndarray) -> None:
@@ -180,10 +195,10 @@ def bimask4_into(
     term: np.ndarray | None = None,
     decay: float = 0.0,
 ) -> None:
-    """Bi-Mask's ``F``, ``B`` (see :func:`nmsolve.bimask_masks`, m = 4), ``weight * F``,
+    """Bi-Mask's ``F``, ``B`` (see :func:`nmsolve.bimask_masks`, m = 4; uint8 0/1), ``weight * F``,
     ``weight * B`` and, if ``term`` is given, ``term = decay * (1 - F) * weight`` (the SR-STE
     gradient term), in one pass over ``weight`` [out, in] (both multiples of 4). NaN raises."""
-    _check((weight, fmask, bmask, fmasked, bmasked) + (() if term is None else (term,)))
+    _check((weight, fmasked, bmasked) + (() if term is None else (term,)), (fmask, bmask))
     if weight.shape[0] % 4:
         raise ValueError(f"Bi-Mask needs rows that are a multiple of 4, got shape {weight.shape}")
     p = np.ascontiguousarray(perm, dtype=np.int64)
@@ -200,6 +215,7 @@ def _warmup() -> None:
         for rows, cols in ((4, 8), (4, PARALLEL_MIN_SIZE // 4)):
             w = np.arange(rows * cols, dtype=dtype).reshape(rows, cols)
             nm4_into(w, 2, np.empty_like(w), np.empty_like(w))
-            f, b, sf, sb, term = (np.empty_like(w) for _ in range(5))
+            f, b = (np.empty(w.shape, np.uint8) for _ in range(2))
+            sf, sb, term = (np.empty_like(w) for _ in range(3))
             bimask4_into(w, 2, np.arange(rows), f, b, sf, sb)
             bimask4_into(w, 2, np.arange(rows), f, b, sf, sb, term, 1e-4)

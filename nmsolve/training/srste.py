@@ -163,3 +163,4 @@ def _warmup() -> None:
             w = np.arange(2 * cols, dtype=dtype).reshape(2, cols)
             magnitude_nm_into(w, 2, 8, np.empty_like(w), np.empty_like(w))  # m = 4 is nmsolve.training._fused
             srste_decay_into(np.zeros_like(w), w, np.ones_like(w), 1e-4)
+            srste_decay_into(np.zeros_like(w), w, np.ones(w.shape, np.uint8), 1e-4)  # Bi-Mask's masks
