@@ -35,14 +35,15 @@ APPLICATION = "static mask (application only)"
 # Weight-sized streams per step that the method's design cannot avoid (reads + writes of 64 MB arrays):
 # application = read W, read mask, write W * mask; SR-STE refresh = read W, write mask, write W * mask, and
 # its decay g += lam (1 - mask) W = read g, W, mask, write g; LBC adds products += g * W (4 streams);
-# Bi-Mask's refresh reads W and writes F, B, W * F, W * B and the decay term (6 streams), which its weight
-# GEMM reads as the gradient's initial value (1); transposable adds the decay to the application; SRigL masks
-# the gradient in place (read g, mask, write g). Periodic solver and search work comes on top.
-STREAMS = {
+# Bi-Mask's refresh reads W and writes W * F, W * B and the decay term (4 streams) and its uint8 masks F and
+# B (a quarter stream each), and its weight GEMM reads the term as the gradient's initial value (1);
+# transposable adds the decay to the application; SRigL masks the gradient in place (read g, mask, write g).
+# Periodic solver and search work comes on top.
+STREAMS: dict[str, float] = {
     APPLICATION: 3,
     "SR-STE": 7,
     "LBC": 7,
-    "Bi-Mask": 7,
+    "Bi-Mask": 5.5,
     "transposable": 7,
     "transposable (mcf)": 7,
     "SRigL": 6,

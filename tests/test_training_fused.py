@@ -224,3 +224,15 @@ def test_bimask_decay_on_the_unfused_path_uses_the_uint8_masks():
     method.before_optimizer_step()
     w, fwd = layer.weight.detach(), method.masks()[""]
     torch.testing.assert_close(layer.weight.grad, dense + 0.01 * (1 - fwd) * w)
+
+
+def test_bimask_decay_follows_a_weight_changed_after_the_refresh():
+    lin, method = _bimask_linear()
+    layer = method.layers[""]
+    with torch.no_grad():
+        layer.weight.mul_(0.5)  # after the refresh: the precomputed term is stale
+    x, gy = torch.randn(5, 16), torch.randn(5, 8)
+    lin(x).backward(gy)
+    w, fwd = layer.weight.detach(), layer.mask
+    method.before_optimizer_step()
+    torch.testing.assert_close(layer.weight.grad, gy.T @ x + 0.01 * (1 - fwd) * w)

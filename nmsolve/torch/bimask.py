@@ -28,8 +28,9 @@ class _BiMaskLinear(torch.autograd.Function):
     ``W * F`` and ``W * B`` come from the parametrization's caches (filled by the fused refresh, or
     recomputed in place when stale); the saved ``W * B`` alias makes autograd raise if it is changed
     before the backward pass. If the fused refresh left the SR-STE term ``decay * (1 - F) * W`` in
-    ``state["decay_term"]``, the first backward pass takes it and accumulates ``dY.T @ x`` into it
-    (one GEMM that also adds the term), leaving None there: the term is added once per step.
+    ``state["decay_term"]`` and the weight is still the one it was computed from, the first backward
+    pass takes it and accumulates ``dY.T @ x`` into it (one GEMM that also adds the term), leaving
+    None there: the term is added once per step.
     """
 
     @staticmethod
@@ -38,6 +39,7 @@ class _BiMaskLinear(torch.autograd.Function):
         ctx.save_for_backward(x, back)
         ctx.has_bias = bias is not None
         ctx.state = state
+        ctx.weight_version = weight._version
         return nn.functional.linear(x, p.masked_weight(weight), bias)
 
     @staticmethod
@@ -48,7 +50,7 @@ class _BiMaskLinear(torch.autograd.Function):
         dw = None
         if ctx.needs_input_grad[1]:
             term = ctx.state.get("decay_term")
-            if term is None:
+            if term is None or ctx.state["decay_version"] != ctx.weight_version:
                 dw = dy2.T @ x2
             else:
                 ctx.state["decay_term"] = None  # taken: nothing else may hold it, so autograd adopts it as .grad
@@ -268,6 +270,7 @@ class BiMask(NMTraining):
         p.mark_backward_cache_valid(w)
         if term is not None:
             layer.state["decay_term"] = term.view(term.shape)  # a new alias: autograd adopts it as the .grad
+            layer.state["decay_version"] = w._version
         return True
 
     def _refresh(self, layer: Layer) -> None:
@@ -291,9 +294,13 @@ class BiMask(NMTraining):
             return
         term, layer.state["decay_term"] = layer.state["decay_term"], None
         grad = layer.weight.grad
-        if term is not None and grad is not None:  # no backward pass took the term this step
-            with torch.no_grad():
-                grad.add_(term)
+        if term is None or grad is None:  # a backward pass took the term, or there is no gradient
+            return
+        if layer.state["decay_version"] != layer.weight._version:  # the weight changed since the refresh
+            add_srste_term(layer, self.decay)
+            return
+        with torch.no_grad():
+            grad.add_(term)
 
     def on_after_step(self, layer: Layer) -> None:
         if self.schedule.due(self.step):
