@@ -348,7 +348,10 @@ def unstructured_to_nm(
         masked = np.where(nm, matrix, 0).astype(out_dtype)
         weights, err_masked, err_fit = _refit(ws, masked, nm, gram, float(ridge), w_scale)
         reference = float(_row_errors(ws, gram).sum())
-        denom = reference if reference > 0 else 1.0
+        # X W^T can be zero by cancellation, leaving a reference of rounding noise: with no relative
+        # scale, the errors are reported in scaled units (as for an exact zero)
+        bound = float(_row_errors(np.abs(ws), np.abs(gram)).sum())
+        denom = reference if reference > 1e-12 * bound else 1.0
         err_before = float(err_masked.sum()) / denom
         err_after = float(err_fit.sum()) / denom
     else:
