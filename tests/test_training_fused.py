@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import nmsolve
-from nmsolve.training._fused import PARALLEL_MIN_SIZE, bimask4_into, nm4_into
+from nmsolve.training._fused import PARALLEL_MIN_SIZE, bimask4_into, masked_term_into, nm4_into
 from tests.reference import bimask_backward_naive, nm_mask_sorted
 
 # small integers give many exact ties; inf and signed zeros exercise the ordering and the products
@@ -24,8 +24,15 @@ ELEMENTS = st.one_of(st.integers(-3, 3).map(float), st.sampled_from([np.inf, -np
 def test_nm4_matches_sorted_oracle(n, rows, groups, dtype, data):
     w = data.draw(hnp.arrays(dtype, (rows, 4 * groups), elements=ELEMENTS))
     w0 = w.copy()
-    mask, masked = np.full_like(w, 7), np.full_like(w, 7)
-    nm4_into(w, n, mask, masked)
+    mask, masked, term = np.full_like(w, 7), np.full_like(w, 7), np.full_like(w, 7)
+    decay = data.draw(st.sampled_from([None, 0.25]))
+    if decay is None:
+        nm4_into(w, n, mask, masked)
+    else:
+        nm4_into(w, n, mask, masked, term, decay)
+        with np.errstate(invalid="ignore"):
+            expected = dtype(decay) * ((1 - nm_mask_sorted(np.abs(w), n, 4)).astype(dtype) * w)
+        np.testing.assert_array_equal(term, expected)
     np.testing.assert_array_equal(mask != 0, nm_mask_sorted(np.abs(w), n, 4))
     assert set(np.unique(mask)) <= {0, 1}
     with np.errstate(invalid="ignore"):
@@ -71,6 +78,20 @@ def test_bimask4_matches_oracles(n, blocks, groups, dtype, data):
 def _bimask_buffers(w):
     """F, B (uint8), W * F, W * B for bimask4_into."""
     return [np.zeros(w.shape, np.uint8) for _ in range(2)] + [np.zeros_like(w) for _ in range(2)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [12, PARALLEL_MIN_SIZE])  # one thread, and the parallel compilation
+def test_masked_term_matches_numpy(dtype, size):
+    rng = np.random.default_rng(size)
+    w = rng.normal(size=(4, size // 4)).astype(dtype)
+    w[0, :3] = [np.inf, -0.0, -np.inf]
+    mask = (rng.random(w.shape) < 0.5).astype(dtype)
+    masked, term = np.full_like(w, 7), np.full_like(w, 7)
+    masked_term_into(w, mask, masked, term, 0.25)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(masked, w * mask)
+        np.testing.assert_array_equal(term, dtype(0.25) * ((1 - mask) * w))
 
 
 def test_parallel_path_and_nan_are_reported():
@@ -153,18 +174,28 @@ def test_bimask_backward_cache_change_before_backward_is_detected():
         y.sum().backward()
 
 
-def _bimask_linear(decay=0.01):
+# the three methods that add the SR-STE term; on CPU float Linear layers the term rides in the weight GEMM
+TERM_METHODS = {
+    "bimask": lambda lin: nt.BiMask(lin, 2, 4, candidates=4, decay=0.01, rng=0),
+    "srste": lambda lin: nt.SRSTE(lin, 2, 4, decay=0.01),
+    "transposable": lambda lin: nt.TransposableTraining(lin, 2, 4, every=2, decay=0.01),
+}
+term_methods = pytest.mark.parametrize("method_name", list(TERM_METHODS))
+
+
+def _linear_with(method_name):
     torch.manual_seed(0)
     lin = torch.nn.Linear(16, 8)
-    return lin, nt.BiMask(lin, 2, 4, candidates=4, decay=decay, rng=0)
+    return lin, TERM_METHODS[method_name](lin)
 
 
-def test_bimask_decay_is_added_once_per_step_under_gradient_accumulation():
-    lin, method = _bimask_linear()
+@term_methods
+def test_decay_is_added_once_per_step_under_gradient_accumulation(method_name):
+    lin, method = _linear_with(method_name)
     layer = method.layers[""]
     opt = torch.optim.SGD(lin.parameters(), lr=0.1)
     for _ in range(3):
-        w, fwd = layer.weight.detach().clone(), layer.mask.clone()
+        w, fwd = layer.weight.detach().clone(), method.masks()[""]
         opt.zero_grad()
         xs = [torch.randn(5, 16) for _ in range(3)]
         gys = [torch.randn(5, 8) for _ in range(3)]
@@ -177,14 +208,15 @@ def test_bimask_decay_is_added_once_per_step_under_gradient_accumulation():
         method.after_optimizer_step()
 
 
+@term_methods
 @pytest.mark.parametrize("set_to_none", [True, False])
-def test_bimask_reused_term_buffer_never_overwrites_a_live_gradient(set_to_none):
-    lin, method = _bimask_linear()
+def test_reused_term_buffer_never_overwrites_a_live_gradient(method_name, set_to_none):
+    lin, method = _linear_with(method_name)
     layer = method.layers[""]
     opt = torch.optim.SGD(lin.parameters(), lr=0.1)
     kept = []
     for _ in range(4):
-        w, fwd = layer.weight.detach().clone(), layer.mask.clone()
+        w, fwd = layer.weight.detach().clone(), method.masks()[""]
         opt.zero_grad(set_to_none=set_to_none)
         x, gy = torch.randn(5, 16), torch.randn(5, 8)
         lin(x).backward(gy)
@@ -199,14 +231,15 @@ def test_bimask_reused_term_buffer_never_overwrites_a_live_gradient(set_to_none)
             torch.testing.assert_close(grad, expected)
 
 
-def test_bimask_decay_without_a_backward_pass_is_not_carried_over():
-    lin, method = _bimask_linear()
+@term_methods
+def test_decay_without_a_backward_pass_is_not_carried_over(method_name):
+    lin, method = _linear_with(method_name)
     layer = method.layers[""]
     method.before_optimizer_step()  # no backward yet: nothing to add, and the term is dropped
     method.after_optimizer_step()
     x, gy = torch.randn(5, 16), torch.randn(5, 8)
     lin(x).backward(gy)
-    w, fwd = layer.weight.detach(), layer.mask
+    w, fwd = layer.weight.detach(), method.masks()[""]
     method.before_optimizer_step()
     torch.testing.assert_close(layer.weight.grad, gy.T @ x + 0.01 * (1 - fwd) * w)
 
@@ -226,13 +259,14 @@ def test_bimask_decay_on_the_unfused_path_uses_the_uint8_masks():
     torch.testing.assert_close(layer.weight.grad, dense + 0.01 * (1 - fwd) * w)
 
 
-def test_bimask_decay_follows_a_weight_changed_after_the_refresh():
-    lin, method = _bimask_linear()
+@term_methods
+def test_decay_follows_a_weight_changed_after_the_refresh(method_name):
+    lin, method = _linear_with(method_name)
     layer = method.layers[""]
     with torch.no_grad():
         layer.weight.mul_(0.5)  # after the refresh: the precomputed term is stale
     x, gy = torch.randn(5, 16), torch.randn(5, 8)
     lin(x).backward(gy)
-    w, fwd = layer.weight.detach(), layer.mask
+    w, fwd = layer.weight.detach(), method.masks()[""]
     method.before_optimizer_step()
     torch.testing.assert_close(layer.weight.grad, gy.T @ x + 0.01 * (1 - fwd) * w)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import types
 from typing import Any, ClassVar
 
@@ -15,48 +14,11 @@ from nmsolve.layout import weight_from_2d, weight_to_2d
 from nmsolve.nm import is_nm
 from nmsolve.torch._convert import to_numpy
 from nmsolve.torch.adapter import MaskParametrization, mask_parametrization, require
-from nmsolve.torch.srste import add_srste_term
+from nmsolve.torch.srste import add_pending_term, offer_term, term_buffer, use_term_linear, withdraw_term
 from nmsolve.torch.training import Layer, NMTraining
 from nmsolve.training._fused import bimask4_into
 from nmsolve.training.schedule import Every
 from nmsolve.training.srste import SRSTE_DECAY, check_decay
-
-
-class _BiMaskLinear(torch.autograd.Function):
-    """``y = x @ (W * F).T + b``; backward ``dX = dY @ (W * B)``, ``dW = dY.T @ x`` (dense), ``db``.
-
-    ``W * F`` and ``W * B`` come from the parametrization's caches (filled by the fused refresh, or
-    recomputed in place when stale); the saved ``W * B`` alias makes autograd raise if it is changed
-    before the backward pass. If the fused refresh left the SR-STE term ``decay * (1 - F) * W`` in
-    ``state["decay_term"]`` and the weight is still the one it was computed from, the first backward
-    pass takes it and accumulates ``dY.T @ x`` into it (one GEMM that also adds the term), leaving
-    None there: the term is added once per step.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x, weight, bias, p: MaskParametrization, state: dict[str, Any]):  # type: ignore[no-untyped-def]
-        back = p.backward_masked_weight(weight) if ctx.needs_input_grad[0] else None
-        ctx.save_for_backward(x, back)
-        ctx.has_bias = bias is not None
-        ctx.state = state
-        ctx.weight_version = weight._version
-        return nn.functional.linear(x, p.masked_weight(weight), bias)
-
-    @staticmethod
-    def backward(ctx: Any, dy: torch.Tensor):  # type: ignore[no-untyped-def]
-        x, back = ctx.saved_tensors
-        dx = dy @ back if ctx.needs_input_grad[0] else None
-        dy2, x2 = dy.reshape(-1, dy.shape[-1]), x.reshape(-1, x.shape[-1])
-        dw = None
-        if ctx.needs_input_grad[1]:
-            term = ctx.state.get("decay_term")
-            if term is None or ctx.state["decay_version"] != ctx.weight_version:
-                dw = dy2.T @ x2
-            else:
-                ctx.state["decay_term"] = None  # taken: nothing else may hold it, so autograd adopts it as .grad
-                dw = term.addmm_(dy2.T, x2)
-        db = dy2.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return dx, dw, db, None, None
 
 
 class _BiMaskConv2d(torch.autograd.Function):
@@ -83,42 +45,6 @@ class _BiMaskConv2d(torch.autograd.Function):
         if ctx.has_bias and ctx.needs_input_grad[2]:
             db = dy.sum((0, 2, 3))
         return dx, dw, db, None, None
-
-
-_storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
-
-
-def _storage_users(t: torch.Tensor) -> int:
-    """How many tensors (and storage handles) share ``t``'s memory; -1 if this torch cannot tell."""
-    return -1 if _storage_use_count is None else int(_storage_use_count(t.untyped_storage()._cdata))
-
-
-def _term_buffer(layer: Layer) -> torch.Tensor:
-    """A weight-sized tensor to receive the SR-STE term, reused once nothing else holds it.
-
-    The term becomes the weight's ``.grad`` (see _BiMaskLinear), so a buffer is free again when
-    ``zero_grad()`` has dropped that gradient. The usual loop zeroes gradients at the start of a step,
-    after this refresh, so two buffers alternate. Reuse saves the page faults of a fresh 64 MB tensor
-    (about as long as the GEMM that fills it). A gradient still held (``zero_grad(set_to_none=False)``,
-    a user's reference) makes a new buffer, as does a torch without the storage use count.
-    """
-    w = layer.weight
-    buffers = layer.state.setdefault("term_buffers", [])
-    for buf, users in buffers:
-        if users >= 0 and buf.shape == w.shape and buf.dtype == w.dtype and _storage_users(buf) == users:
-            return buf
-    buf = torch.empty_like(w)
-    buffers.insert(0, (buf, _storage_users(buf)))
-    del buffers[2:]
-    return buf
-
-
-def _linear_forward(self: nn.Linear, x: torch.Tensor, state: dict[str, Any]) -> torch.Tensor:
-    p = mask_parametrization(self)
-    weight = self.parametrizations.weight.original  # type: ignore[union-attr]
-    if not torch.is_grad_enabled():
-        return nn.functional.linear(x, p.masked_weight(weight), self.bias)  # type: ignore[union-attr]
-    return _BiMaskLinear.apply(x, weight, self.bias, p, state)
 
 
 def _conv2d_forward(self: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -233,13 +159,9 @@ class BiMask(NMTraining):
         layer.param.backward_mask = torch.ones_like(layer.mask)
         self._search_and_refresh(layer)
         if isinstance(layer.module, nn.Conv2d):
-            forward: Any = _conv2d_forward
+            layer.module.forward = types.MethodType(_conv2d_forward, layer.module)
         else:
-            forward = functools.partial(_linear_forward, state=layer.state)
-        layer.module.forward = types.MethodType(forward, layer.module)
-
-    def _detach_layer(self, layer: Layer) -> None:
-        layer.module.__dict__.pop("forward", None)
+            use_term_linear(layer)
 
     def _search_and_refresh(self, layer: Layer) -> None:
         """Search a new permutation (best of ``candidates``) and take F and B from the search."""
@@ -253,7 +175,7 @@ class BiMask(NMTraining):
     def _refresh_fused(self, layer: Layer) -> bool:
         """F, B, ``W * F``, ``W * B`` and the SR-STE term in one pass (CPU float Linear weights, m = 4);
         False if not eligible."""
-        layer.state.pop("decay_term", None)
+        withdraw_term(layer)
         if self.m != 4 or layer.weight.dim() != 2:
             return False
         p = layer.param
@@ -262,15 +184,14 @@ class BiMask(NMTraining):
         masks = [self.host_view(t, (torch.uint8,)) for t in (p.mask, p.backward_mask)]
         if any(v is None for v in weights + masks):
             return False
-        term = _term_buffer(layer) if self.decay else None
+        term = term_buffer(layer) if self.decay else None
         weight, forward, backward = weights
         perm = layer.state["permutation"]
         bimask4_into(weight, self.n, perm, *masks, forward, backward, self.host_view(term), self.decay)  # type: ignore[arg-type]
         p.mark_cache_valid(w)
         p.mark_backward_cache_valid(w)
         if term is not None:
-            layer.state["decay_term"] = term.view(term.shape)  # a new alias: autograd adopts it as the .grad
-            layer.state["decay_version"] = w._version
+            offer_term(layer, term)
         return True
 
     def _refresh(self, layer: Layer) -> None:
@@ -289,18 +210,7 @@ class BiMask(NMTraining):
             )
 
     def on_before_step(self, layer: Layer) -> None:
-        if "decay_term" not in layer.state:  # no fused refresh: add the term to the gradient now
-            add_srste_term(layer, self.decay)
-            return
-        term, layer.state["decay_term"] = layer.state["decay_term"], None
-        grad = layer.weight.grad
-        if term is None or grad is None:  # a backward pass took the term, or there is no gradient
-            return
-        if layer.state["decay_version"] != layer.weight._version:  # the weight changed since the refresh
-            add_srste_term(layer, self.decay)
-            return
-        with torch.no_grad():
-            grad.add_(term)
+        add_pending_term(layer, self.decay)
 
     def on_after_step(self, layer: Layer) -> None:
         if self.schedule.due(self.step):

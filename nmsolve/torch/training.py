@@ -342,7 +342,8 @@ class SparseTraining:
         self._attached = False
 
     def _detach_layer(self, layer: Layer) -> None:
-        """Undo anything besides the parametrization (e.g. a replaced forward); default: nothing."""
+        """Undo anything besides the parametrization: a forward replaced on the instance is dropped."""
+        layer.module.__dict__.pop("forward", None)
 
 
 class NMTraining(SparseTraining):

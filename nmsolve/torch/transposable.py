@@ -11,8 +11,9 @@ from nmsolve.layout import weight_from_2d, weight_to_2d
 from nmsolve.nm import is_nm
 from nmsolve.torch._convert import to_numpy
 from nmsolve.torch.adapter import require
-from nmsolve.torch.srste import add_srste_term
+from nmsolve.torch.srste import add_pending_term, offer_term, term_buffer, use_term_linear, withdraw_term
 from nmsolve.torch.training import Layer, NMTraining
+from nmsolve.training._fused import masked_term_into
 from nmsolve.training.schedule import Every
 from nmsolve.training.srste import SRSTE_DECAY, check_decay
 
@@ -94,12 +95,33 @@ class TransposableTraining(NMTraining):
         matrix, layout = weight_to_2d(self.weight_numpy(layer))
         return weight_from_2d(self._solve(matrix, self.n, self.m, method=self.solver), layout)
 
+    def setup_layer(self, layer: Layer) -> None:
+        super().setup_layer(layer)
+        self._refresh_products(layer)
+        if isinstance(layer.module, nn.Linear):
+            use_term_linear(layer)
+
+    def _refresh_products(self, layer: Layer) -> None:
+        """``W * mask`` and the SR-STE term in one pass, the term offered to the weight GEMM (CPU
+        float 2-D weights); otherwise the masked weight is recomputed on use and the term added
+        before the optimiser step."""
+        withdraw_term(layer)
+        w = layer.weight
+        views = [self.host_view(t) for t in (w, layer.mask, layer.param.cache_for(w))]
+        if not self.decay or w.dim() != 2 or any(v is None or v.dtype != views[0].dtype for v in views):
+            return
+        term = term_buffer(layer)
+        masked_term_into(*views, self.host_view(term), self.decay)  # type: ignore[arg-type]
+        layer.param.mark_cache_valid(w)
+        offer_term(layer, term)
+
     def on_before_step(self, layer: Layer) -> None:
-        add_srste_term(layer, self.decay)
+        add_pending_term(layer, self.decay)
 
     def on_after_step(self, layer: Layer) -> None:
         if self.schedule.due(self.step):
             self.set_mask(layer, self.compute_mask(layer))
+        self._refresh_products(layer)
 
     def pattern(self, layer: Layer) -> str:
         return f"{self.n}:{self.m} transposable"

@@ -5,8 +5,9 @@ other tensor takes the generic torch path. Each kernel reads the weight once and
 and the masked weights in the same pass, so a refresh costs one read of ``W`` plus the writes it
 cannot avoid.
 
-* :func:`nm4_into`: the magnitude N:4 mask of ``W`` along its last axis and ``W * mask`` (SR-STE,
-  and Bi-Mask's forward mask).
+* :func:`nm4_into`: the magnitude N:4 mask of ``W`` along its last axis, ``W * mask`` and optionally
+  the SR-STE term ``decay * (1 - mask) * W`` (SR-STE).
+* :func:`masked_term_into`: ``W * mask`` and the SR-STE term for a fixed mask (transposable).
 * :func:`bimask4_into`: Bi-Mask's forward mask ``F`` (N:4 along ``in``), its backward mask ``B``
   (N:4 along ``out`` in permuted row order, on ``|W * F|``, intersected with ``F``), ``W * F``,
   ``W * B`` and the SR-STE term ``decay * (1 - F) * W``, from 4 x 4 tiles of permuted rows. Its
@@ -82,11 +83,20 @@ def _nm4_row(wr, n, mr, sr, kr, tr, decay, one, zero):  # type: ignore[no-untype
     return nan
 
 
-@kernel(parallel=True)
-def _nm4(w, n, mask, masked):  # type: ignore[no-untyped-def]
-    """mask = N:4 of |w| along the last axis (0/1 in mask's dtype), masked = w * mask.
+@kernel()
+def _row(a, r):  # type: ignore[no-untyped-def]
+    """Row r of a, or None when a is None (known at compile time)."""
+    if a is None:
+        return None
+    return a[r]
 
-    Returns the first row holding NaN, or -1 (then mask and masked are complete).
+
+@kernel(parallel=True)
+def _nm4(w, n, mask, masked, term, decay):  # type: ignore[no-untyped-def]
+    """mask = N:4 of |w| along the last axis (0/1 in mask's dtype), masked = w * mask and, unless
+    term is None, term = decay * (1 - mask) * w.
+
+    Returns the first row holding NaN, or -1 (then the outputs are complete).
     """
     rows = w.shape[0]
     chunks = min(rows, _CHUNKS)
@@ -95,19 +105,11 @@ def _nm4(w, n, mask, masked):  # type: ignore[no-untyped-def]
     zero = w.dtype.type(0)
     for ch in prange(chunks):
         for r in range(ch * rows // chunks, (ch + 1) * rows // chunks):
-            bad[r] = _nm4_row(w[r], n, mask[r], masked[r], None, None, zero, one, zero)
+            bad[r] = _nm4_row(w[r], n, mask[r], masked[r], None, _row(term, r), decay, one, zero)
     for r in range(rows):
         if bad[r]:
             return r
     return -1
-
-
-@kernel()
-def _row(a, r):  # type: ignore[no-untyped-def]
-    """Row r of a, or None when a is None (known at compile time)."""
-    if a is None:
-        return None
-    return a[r]
 
 
 @kernel(parallel=True)
@@ -160,11 +162,22 @@ def _bimask4(w, n, perm, fmask, bmask, fmasked, bmasked, term, decay):  # type: 
     return -1
 
 
-def _check(arrays: tuple[np.ndarray, ...], masks: tuple[np.ndarray, ...] = ()) -> None:
-    """``arrays`` (the weight first) share shape and dtype; ``masks`` share the shape, as uint8."""
+@kernel(parallel=True)
+def _masked_term(w, mask, masked, term, decay):  # type: ignore[no-untyped-def]
+    """masked = w * mask and term = decay * (1 - mask) * w over flat arrays (mask holds 0/1)."""
+    one = w.dtype.type(1)
+    for i in prange(w.shape[0]):
+        v, f = w[i], mask[i]
+        masked[i] = v * f
+        term[i] = decay * ((one - f) * v)
+
+
+def _check(arrays: tuple[np.ndarray, ...], masks: tuple[np.ndarray, ...] = (), group: int = 4) -> None:
+    """``arrays`` (the weight first, 2-D, its last axis a multiple of ``group``) share shape and dtype;
+    ``masks`` share the shape, as uint8."""
     first = arrays[0]
-    if first.ndim != 2 or first.shape[1] % 4:
-        raise ValueError(f"expected a 2-D array whose last axis is a multiple of 4, got shape {first.shape}")
+    if first.ndim != 2 or first.shape[1] % group:
+        raise ValueError(f"expected a 2-D array whose last axis is a multiple of {group}, got shape {first.shape}")
     for a in arrays + masks:
         dtype = np.uint8 if any(a is m for m in masks) else first.dtype
         if a.shape != first.shape or a.dtype != dtype or not a.flags.c_contiguous:
@@ -174,14 +187,31 @@ def _check(arrays: tuple[np.ndarray, ...], masks: tuple[np.ndarray, ...] = ()) -
             )
 
 
-def nm4_into(weight: np.ndarray, n: int, mask: np.ndarray, masked: np.ndarray) -> None:
-    """Fill ``mask`` (0/1) with the N:4 magnitude mask of ``weight`` along its last axis and
-    ``masked`` with ``weight * mask``, in one pass. NaN raises ``ValueError`` (outputs then undefined)."""
-    _check((weight, mask, masked))
+def nm4_into(
+    weight: np.ndarray,
+    n: int,
+    mask: np.ndarray,
+    masked: np.ndarray,
+    term: np.ndarray | None = None,
+    decay: float = 0.0,
+) -> None:
+    """Fill ``mask`` (0/1) with the N:4 magnitude mask of ``weight`` along its last axis,
+    ``masked`` with ``weight * mask`` and, if ``term`` is given, ``term`` with the SR-STE term
+    ``decay * (1 - mask) * weight``, in one pass. NaN raises ``ValueError`` (outputs then undefined)."""
+    _check((weight, mask, masked) + (() if term is None else (term,)))
     with threads_for(weight.size, PARALLEL_MIN_SIZE):
-        bad = _nm4(weight, n, mask, masked)
+        bad = _nm4(weight, n, mask, masked, term, weight.dtype.type(decay))
     if bad >= 0:
         raise_nan("weight", np.argwhere(np.isnan(weight))[0])
+
+
+def masked_term_into(weight: np.ndarray, mask: np.ndarray, masked: np.ndarray, term: np.ndarray, decay: float) -> None:
+    """``masked = weight * mask`` and ``term = decay * (1 - mask) * weight`` (the SR-STE term) in one
+    pass, for a fixed 0/1 mask (transposable training). C-contiguous 2-D arrays of one shape and dtype."""
+    _check((weight, mask, masked, term), group=1)
+    with threads_for(weight.size, PARALLEL_MIN_SIZE):
+        flat = [a.reshape(-1) for a in (weight, mask, masked, term)]
+        _masked_term(flat[0], flat[1], flat[2], flat[3], weight.dtype.type(decay))
 
 
 def bimask4_into(
@@ -215,6 +245,8 @@ def _warmup() -> None:
         for rows, cols in ((4, 8), (4, PARALLEL_MIN_SIZE // 4)):
             w = np.arange(rows * cols, dtype=dtype).reshape(rows, cols)
             nm4_into(w, 2, np.empty_like(w), np.empty_like(w))
+            nm4_into(w, 2, np.empty_like(w), np.empty_like(w), np.empty_like(w), 1e-4)
+            masked_term_into(w, np.ones_like(w), np.empty_like(w), np.empty_like(w), 1e-4)
             f, b = (np.empty(w.shape, np.uint8) for _ in range(2))
             sf, sb, term = (np.empty_like(w) for _ in range(3))
             bimask4_into(w, 2, np.arange(rows), f, b, sf, sb)
