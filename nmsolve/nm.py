@@ -6,7 +6,11 @@ import functools
 import math
 from typing import Any
 
+import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 from nmsolve._jit import kernel, prange, threads_for
 from nmsolve._validate import (
@@ -34,6 +38,8 @@ from nmsolve.layout import restore_rows, rows_along
 #   registers instead: one loop over groups whose body is the whole network on m local variables
 #   (_register_kernel), so each wire is loaded once and never stored, where _sort_lanes loads and
 #   stores two wires per comparator. The threshold pass and tie rule are those of _keep_network.
+#   For 16:32, which spends the longest on each block, the next block is prefetched while this one
+#   is transposed and thresholded (_prefetch), so that the memory fetch overlaps the computation.
 # Longer groups, and a padded last group, use quickselect (O(1) expected per entry).
 _NETWORK_MAX_M = 64
 _BLOCK_VALUES = 8192
@@ -109,6 +115,37 @@ def _register_kernel(n: int, m: int) -> Any:
     exec(compile("\n".join(lines), __file__, "exec"), namespace)
     return kernel()(namespace[name])
 
+
+def _prefetch_python(a: np.ndarray, i: int) -> None:
+    """Pure-Python runs (NUMBA_DISABLE_JIT): a prefetch is only a hint, so nothing to do."""
+
+
+@intrinsic
+def _prefetch_line(typingctx, a, i):  # type: ignore[no-untyped-def]
+    """Hint the CPU to fetch the cache line holding ``a[i]`` (1-D, ``0 <= i < a.size``) into L2.
+
+    llvm.prefetch (read, locality 2, data): no effect on results, only on when memory is read.
+    """
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, signature.args[0], ary, [args[1]], wraparound=False)
+        i32 = ir.IntType(32)
+        # the intrinsic's name carries the pointer type: "p0" for opaque pointers (newer llvmlite),
+        # "p0i8" for an i8* (llvmlite with typed pointers, numba < 0.6x)
+        if getattr(ptr.type, "is_opaque", False):
+            name = "llvm.prefetch.p0"
+        else:
+            ptr, name = builder.bitcast(ptr, ir.IntType(8).as_pointer()), "llvm.prefetch.p0i8"
+        signature_ir = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, signature_ir, name)
+        builder.call(fn, [ptr, i32(0), i32(2), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(a, i), codegen
+
+
+_prefetch = _prefetch_python if numba.config.DISABLE_JIT else _prefetch_line  # type: ignore[attr-defined]
 
 # --------------------------------------------------------------------------- kernels
 
@@ -251,21 +288,29 @@ def _keep_network(xb, n, m, network, scratch, ob):  # type: ignore[no-untyped-de
 
 
 @kernel()
-def _keep_registers(xb, n, m, scratch, wide, threshold, tie, ob):  # type: ignore[no-untyped-def]
+def _keep_registers(xb, n, m, scratch, wide, threshold, tie, ob, ahead):  # type: ignore[no-untyped-def]
     """_keep_network for float32 (n, m) in _REGISTER_PATTERNS, with the network in registers.
 
     For m < 32 the groups are transposed 16 bytes (four values, as one complex128) at a time into
     wide[j, g], a quarter of the scalar moves, and the selection kernel reads its wires from that
     as interleaved 4-float tuples (which LLVM vectorises with shuffles; for m = 32 it does not, so
-    those groups are transposed value by value into scratch[j, g]).
+    those groups are transposed value by value into scratch[j, g], read as xb[32 * g + j]: the
+    literal stride makes faster code than xg[g, j]). The cache lines of ``ahead`` (the next block;
+    empty for m < 32, where it did not pay) are prefetched, the first half during the transpose,
+    the rest one per group during the threshold pass: issued all at once they stall this block.
     """
     groups = xb.size // m
     xg = xb.reshape((groups, m))
     og = ob.reshape((groups, m))
+    lines = ahead.size // 16  # 64-byte lines of float32
+    early = min(lines // 2, groups)
+    late = min(lines - early, groups)
     if m == 32:
         for j in range(m):
             for g in range(groups):
-                scratch[j, g] = xg[g, j]
+                scratch[j, g] = xb[32 * g + j]
+            for line in range(j * early // m, (j + 1) * early // m):
+                _prefetch(ahead, 16 * line)
         _select_16_32(scratch, groups, threshold, tie)
     else:
         xw = xb.view(np.complex128).reshape((groups, m // 4))
@@ -277,6 +322,8 @@ def _keep_registers(xb, n, m, scratch, wide, threshold, tie, ob):  # type: ignor
         else:
             _select_8_16(wide.view(np.float32), groups, threshold, tie)
     for g in range(groups):
+        if g < late:
+            _prefetch(ahead, 16 * (early + g))
         t = threshold[g]
         if tie[g]:
             _keep_ties_first(xg[g], n, t, og[g])
@@ -305,7 +352,8 @@ def _nm_rows(x, n, m, network, registers, out):  # type: ignore[no-untyped-def]
         threshold = np.empty(step // m, dtype=x.dtype)
         tie = np.empty(step // m, dtype=np.bool_)
         buf = np.empty(m, dtype=x.dtype)
-        for r in range(c * rows // chunks, (c + 1) * rows // chunks):
+        last = (c + 1) * rows // chunks
+        for r in range(c * rows // chunks, last):
             xr = x[r]
             outr = out[r]
             nan = False
@@ -316,7 +364,11 @@ def _nm_rows(x, n, m, network, registers, out):  # type: ignore[no-untyped-def]
                 else:
                     nan = _has_nan(xr[start:stop])
                     if not nan and registers:
-                        _keep_registers(xr[start:stop], n, m, scratch, wide, threshold, tie, outr[start:stop])
+                        # the block to prefetch: the next one of this row, or the first of the next row
+                        ahead = xr[stop : min(stop + step, full)] if m == 32 else xr[:0]
+                        if m == 32 and stop == full and r + 1 < last:
+                            ahead = x[r + 1, :step]
+                        _keep_registers(xr[start:stop], n, m, scratch, wide, threshold, tie, outr[start:stop], ahead)
                     elif not nan:
                         _keep_network(xr[start:stop], n, m, network, scratch, outr[start:stop])
                 if nan:

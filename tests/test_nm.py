@@ -412,8 +412,9 @@ def test_network_kernel_every_n_with_ties_across_blocks(m):
 def test_register_network_oracle_with_ties_inf_unaligned_rows_and_nan(n, m):
     # float32 n:2n runs the register-resident network (_keep_registers); rows of 8192 + 2m + 3 entries
     # start at addresses that are not multiples of 16 bytes (its 16-byte transpose), span a full and
-    # a short block, end in a padded group, and 9 rows are enough for the multithreaded path
-    from nmsolve.nm import _PARALLEL_MIN_SIZE, _REGISTER_PATTERNS
+    # a short block, end in a padded group, and 9 rows are enough for the multithreaded path; more rows
+    # than _ROW_CHUNKS put several rows in a chunk (16:32 prefetches the next row's first block)
+    from nmsolve.nm import _PARALLEL_MIN_SIZE, _REGISTER_PATTERNS, _ROW_CHUNKS
 
     assert (n, m) in _REGISTER_PATTERNS
     rng = np.random.default_rng(m)
@@ -422,6 +423,8 @@ def test_register_network_oracle_with_ties_inf_unaligned_rows_and_nan(n, m):
     x[::3] = rng.normal(size=x[::3].shape)
     assert x.size >= _PARALLEL_MIN_SIZE
     np.testing.assert_array_equal(nmsolve.nm_mask(x, n, m, pad=True), nm_mask_sorted(x, n, m))
+    many = rng.choice(values, size=(2 * _ROW_CHUNKS + 3, 3 * m))
+    np.testing.assert_array_equal(nmsolve.nm_mask(many, n, m), nm_mask_sorted(many, n, m))
     x[4, 8192 + m + 1] = np.nan
     with pytest.raises(ValueError, match=rf"NaN \(first at index \(4, {8192 + m + 1}\)\)"):
         nmsolve.nm_mask(x, n, m, pad=True)
