@@ -9,7 +9,9 @@ weight gradient once per step. Two ways, one result:
   (:func:`term_buffer`), which also saves the page faults of a fresh weight-sized gradient;
 * otherwise :func:`add_srste_term` adds it to the gradient before the optimiser step.
 
-:func:`add_pending_term` (a method's ``on_before_step``) picks the right one.
+:func:`add_pending_term` (a method's ``on_before_step``) picks the right one. On the fused path the
+term enters the gradient during the backward pass, so a loss scaler that unscales gradients later
+(``GradScaler``) divides it too: with loss scaling, use ``decay=0`` and add the term after unscaling.
 """
 
 from __future__ import annotations
@@ -197,8 +199,9 @@ class SRSTE(NMTraining):
     ``W`` (CPU float32/float64 2-D weights; :func:`nmsolve.nm_mask` and torch otherwise). At
     ``m = 4`` that pass also writes the decay term, and a Linear layer's weight-gradient GEMM
     accumulates into it (see :mod:`nmsolve.torch.srste`: Linear layers run a custom autograd
-    function while the method is attached); otherwise one fused in-place pass over each gradient
-    adds the decay before the optimiser step. Formula: :func:`nmsolve.training.srste_gradient`.
+    function while the method is attached; see that module for loss scaling); otherwise one fused
+    in-place pass over each gradient adds the decay before the optimiser step. Formula:
+    :func:`nmsolve.training.srste_gradient`.
 
     References
     ----------
