@@ -206,6 +206,10 @@ def test_decay_is_added_once_per_step_under_gradient_accumulation(method_name):
         torch.testing.assert_close(layer.weight.grad, dense + 0.01 * (1 - fwd) * w)
         opt.step()
         method.after_optimizer_step()
+    masks = method.bake()  # the class's forward is back, on the baked weight
+    assert "forward" not in lin.__dict__ and torch.equal(lin.weight != 0, masks[""] != 0)
+    x = torch.randn(3, 16)
+    torch.testing.assert_close(lin(x), x @ lin.weight.T + lin.bias)
 
 
 @term_methods
