@@ -274,3 +274,24 @@ def test_decay_follows_a_weight_changed_after_the_refresh(method_name):
     w, fwd = layer.weight.detach(), method.masks()[""]
     method.before_optimizer_step()
     torch.testing.assert_close(layer.weight.grad, gy.T @ x + 0.01 * (1 - fwd) * w)
+
+
+@term_methods
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_cpu_autocast_bf16_trains_with_close_gradients(method_name, kind):
+    # under autocast the custom autograd functions receive bf16 gradients and activations with float32
+    # weights; the weight gradient must stay float32 and close to the float32 run's
+    def weight_grad(autocast):
+        torch.manual_seed(0)
+        module = torch.nn.Linear(16, 8) if kind == "linear" else torch.nn.Conv2d(8, 8, 3, padding=1)
+        method = TERM_METHODS[method_name](module)
+        x = torch.randn(4, 16) if kind == "linear" else torch.randn(2, 8, 5, 5)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y = module(x)
+        y.float().square().sum().backward()
+        method.before_optimizer_step()
+        return method.layers[""].weight.grad
+
+    ref, got = weight_grad(False), weight_grad(True)
+    assert got.dtype == torch.float32
+    assert float((got - ref).norm() / ref.norm()) < 3e-2

@@ -38,10 +38,10 @@ class _BiMaskConv2d(torch.autograd.Function):
         x, back = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.conv
         dx = dw = db = None
-        if ctx.needs_input_grad[0]:
-            dx = torch.nn.grad.conv2d_input(x.shape, back, dy, stride, padding, dilation, groups)
+        if ctx.needs_input_grad[0]:  # in dY's dtype, as under autocast (see _TermLinear)
+            dx = torch.nn.grad.conv2d_input(x.shape, back.to(dy.dtype), dy, stride, padding, dilation, groups)
         if ctx.needs_input_grad[1]:
-            dw = torch.nn.grad.conv2d_weight(x, ctx.weight_shape, dy, stride, padding, dilation, groups)
+            dw = torch.nn.grad.conv2d_weight(x.to(dy.dtype), ctx.weight_shape, dy, stride, padding, dilation, groups)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             db = dy.sum((0, 2, 3))
         return dx, dw, db, None, None

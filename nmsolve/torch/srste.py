@@ -128,12 +128,14 @@ class _TermLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, dy: torch.Tensor):  # type: ignore[no-untyped-def]
         x, back = ctx.saved_tensors
-        dx = dy @ back if ctx.needs_input_grad[0] else None
-        dy2, x2 = dy.reshape(-1, dy.shape[-1]), x.reshape(-1, x.shape[-1])
+        # under autocast dY (and x) can be of lower precision than W: compute in dY's dtype, as autocast
+        # does (autograd casts each gradient to its input's dtype); the .to() are no-ops otherwise
+        dx = dy @ back.to(dy.dtype) if ctx.needs_input_grad[0] else None
+        dy2, x2 = dy.reshape(-1, dy.shape[-1]), x.reshape(-1, x.shape[-1]).to(dy.dtype)
         dw = None
         if ctx.needs_input_grad[1]:
             term = ctx.state.get("decay_term")
-            if term is None or ctx.state["decay_version"] != ctx.weight_version:
+            if term is None or term.dtype != dy2.dtype or ctx.state["decay_version"] != ctx.weight_version:
                 dw = dy2.T @ x2
             else:
                 ctx.state["decay_term"] = None  # taken: nothing else may hold it, so autograd adopts it as .grad
