@@ -493,19 +493,18 @@ def _nm_cols(x, n, m, network, out):  # type: ignore[no-untyped-def]
     return -1
 
 
-def _run_maybe_serial(fn: Any, x2: np.ndarray, n: int, m: int, out: np.ndarray) -> int:
-    """Run the parallel kernel ``fn`` (small inputs on one thread); return its NaN row or -1."""
+def _run_maybe_serial(fn: Any, x2: np.ndarray, n: int, m: int, out: np.ndarray, *options: Any) -> int:
+    """Run the parallel kernel ``fn(x2, n, m, network, *options, out)`` (small inputs on one thread);
+    return its NaN row or -1."""
     network = _selection_network(n, m) if m <= _NETWORK_MAX_M else _NO_NETWORK
     with threads_for(x2.size, _PARALLEL_MIN_SIZE):
-        return int(fn(x2, n, m, network, out))
+        return int(fn(x2, n, m, network, *options, out))
 
 
 def _mask_rows(x2: np.ndarray, n: int, m: int, out: np.ndarray) -> int:
     """Run _nm_rows on the 2-D scores ``x2`` (small inputs on one thread); return its NaN row or -1."""
-    network = _selection_network(n, m) if m <= _NETWORK_MAX_M else _NO_NETWORK
     registers = x2.dtype == np.float32 and (n, m) in _REGISTER_PATTERNS
-    with threads_for(x2.size, _PARALLEL_MIN_SIZE):
-        return int(_nm_rows(x2, n, m, network, registers, out))
+    return _run_maybe_serial(_nm_rows, x2, n, m, out, registers)
 
 
 # --------------------------------------------------------------------------- public API
