@@ -178,13 +178,13 @@ def _check(arrays: tuple[np.ndarray, ...], masks: tuple[np.ndarray, ...] = (), g
     first = arrays[0]
     if first.ndim != 2 or first.shape[1] % group:
         raise ValueError(f"expected a 2-D array whose last axis is a multiple of {group}, got shape {first.shape}")
-    for a in arrays + masks:
-        dtype = np.uint8 if any(a is m for m in masks) else first.dtype
-        if a.shape != first.shape or a.dtype != dtype or not a.flags.c_contiguous:
-            raise ValueError(
-                "weight, masks and masked weights must be C-contiguous arrays of one shape, in the weight's "
-                "dtype (Bi-Mask's masks: uint8)"
-            )
+    for group_arrays, dtype in ((arrays, first.dtype), (masks, np.dtype(np.uint8))):
+        for a in group_arrays:
+            if a.shape != first.shape or a.dtype != dtype or not a.flags.c_contiguous:
+                raise ValueError(
+                    "weight, masks and masked weights must be C-contiguous arrays of one shape, in the "
+                    "weight's dtype (Bi-Mask's masks: uint8)"
+                )
 
 
 def nm4_into(
