@@ -10,6 +10,13 @@ import nmsolve
 from nmsolve.training._fused import PARALLEL_MIN_SIZE, bimask4_into, masked_term_into, nm4_into
 from tests.reference import bimask_backward_naive, nm_mask_sorted
 
+
+def srste_term(w, kept, decay):
+    """The SR-STE term decay * (1 - kept) * w as the kernels compute it (in w's dtype; inf * 0 = NaN)."""
+    with np.errstate(invalid="ignore"):
+        return w.dtype.type(decay) * ((1 - kept).astype(w.dtype) * w)
+
+
 # small integers give many exact ties; inf and signed zeros exercise the ordering and the products
 ELEMENTS = st.one_of(st.integers(-3, 3).map(float), st.sampled_from([np.inf, -np.inf, -0.0]))
 
@@ -30,9 +37,7 @@ def test_nm4_matches_sorted_oracle(n, rows, groups, dtype, data):
         nm4_into(w, n, mask, masked)
     else:
         nm4_into(w, n, mask, masked, term, decay)
-        with np.errstate(invalid="ignore"):
-            expected = dtype(decay) * ((1 - nm_mask_sorted(np.abs(w), n, 4)).astype(dtype) * w)
-        np.testing.assert_array_equal(term, expected)
+        np.testing.assert_array_equal(term, srste_term(w, nm_mask_sorted(np.abs(w), n, 4), decay))
     np.testing.assert_array_equal(mask != 0, nm_mask_sorted(np.abs(w), n, 4))
     assert set(np.unique(mask)) <= {0, 1}
     with np.errstate(invalid="ignore"):
@@ -59,9 +64,7 @@ def test_bimask4_matches_oracles(n, blocks, groups, dtype, data):
         bimask4_into(w, n, perm, fmask, bmask, fmasked, bmasked)
     else:
         bimask4_into(w, n, perm, fmask, bmask, fmasked, bmasked, term, decay)
-        with np.errstate(invalid="ignore"):  # the SR-STE term decay * (1 - F) * w, F from the oracle
-            expected = dtype(decay) * ((1 - nm_mask_sorted(np.abs(w), n, 4)).astype(dtype) * w)
-        np.testing.assert_array_equal(term, expected)
+        np.testing.assert_array_equal(term, srste_term(w, nm_mask_sorted(np.abs(w), n, 4), decay))  # F: oracle
     fwd = nm_mask_sorted(np.abs(w), n, 4)
     np.testing.assert_array_equal(fmask != 0, fwd)
     np.testing.assert_array_equal(bmask != 0, bimask_backward_naive(w, fwd, perm, n, 4))
@@ -91,7 +94,7 @@ def test_masked_term_matches_numpy(dtype, size):
     masked_term_into(w, mask, masked, term, 0.25)
     with np.errstate(invalid="ignore"):
         np.testing.assert_array_equal(masked, w * mask)
-        np.testing.assert_array_equal(term, dtype(0.25) * ((1 - mask) * w))
+    np.testing.assert_array_equal(term, srste_term(w, mask, 0.25))
 
 
 def test_parallel_path_and_nan_are_reported():
