@@ -12,7 +12,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from nmsolve._jit import kernel, prange, threads_for
+from nmsolve._jit import kernel, prange, prefer_512_bit_vectors, threads_for
 from nmsolve._validate import (
     as_array,
     as_scores,
@@ -37,7 +37,9 @@ from nmsolve.layout import restore_rows, rows_along
 # * float32 4:8, 8:16 and 16:32 (_REGISTER_PATTERNS) run the same pruned network with its wires in
 #   registers instead: one loop over groups whose body is the whole network on m local variables
 #   (_register_kernel), so each wire is loaded once and never stored, where _sort_lanes loads and
-#   stores two wires per comparator. The threshold pass and tie rule are those of _keep_network.
+#   stores two wires per comparator; for 8:16 and 16:32 in 512-bit vectors where the CPU has them
+#   (16:32 also transposes two values at a time, as one complex64). The threshold pass and tie rule
+#   are those of _keep_network.
 #   For 16:32, which spends the longest on each block, the next block is prefetched while this one
 #   is transposed and thresholded (_prefetch), so that the memory fetch overlaps the computation.
 # Longer groups, and a padded last group, use quickselect (O(1) expected per entry).
@@ -96,22 +98,29 @@ def _selection_network(n: int, m: int) -> np.ndarray:
 def _register_kernel(n: int, m: int) -> Any:
     """Kernel ``(s, groups, threshold, tie)`` running _selection_network(n, m) on wires in registers.
 
-    Wire w of group g is read from ``s[w // k, k * g + w % k]`` (``k = 4`` for m < 32: four float32
-    transposed as one complex128, see _keep_registers; ``k = 1`` is plain ``s[w, g]``). It writes
+    Wire w of group g is read from ``s[w // 4, 4 * g + w % 4]`` for m < 32 (four float32 transposed
+    as one complex128, see _keep_registers) and from ``s[w // 2, g]`` for m = 32 (two float32 as one
+    complex64: its real part for even w, its imaginary part for odd w). It writes
     the n-th largest of each group to threshold[g], and to tie[g] whether the next one equals it.
     The network is unrolled into straight-line source, one line per comparator, so that LLVM can
-    keep the wires in vector registers (8 groups per vector). The source is compiled under this
+    keep the wires in vector registers: 8 groups per vector, 16 for m >= 16 on CPUs with 512-bit
+    vectors (prefer_512_bit_vectors; with 4:8 it did not pay). The source is compiled under this
     file's name, which numba's on-disk cache needs (it re-validates entries against this file's time
     stamp); tracebacks into it show lines of this file that are not its lines.
     """
-    k = 4 if m < 32 else 1
     name = f"_select_{n}_{m}"
-    lines = [f"def {name}(s, groups, threshold, tie):", "    for g in range(groups):"]
-    lines += [f"        w{w} = s[{w // k}, {k} * g + {w % k}]" for w in range(m)]
+    lines = [f"def {name}(s, groups, threshold, tie):"]
+    lines += ["    prefer_512_bit_vectors()"] if m >= 16 else []
+    lines += ["    for g in range(groups):"]
+    if m < 32:
+        lines += [f"        w{w} = s[{w // 4}, 4 * g + {w % 4}]" for w in range(m)]
+    else:
+        lines += [f"        p{j} = s[{j}, g]" for j in range(m // 2)]
+        lines += [f"        w{w} = p{w // 2}.{'imag' if w % 2 else 'real'}" for w in range(m)]
     network = _selection_network(n, m)
     lines += [f"        w{a}, w{b} = (w{a}, w{b}) if w{a} > w{b} else (w{b}, w{a})" for a, b in network]
     lines += [f"        threshold[g] = w{n - 1}", f"        tie[g] = w{n} == w{n - 1}"]
-    namespace: dict[str, Any] = {"__name__": __name__}
+    namespace: dict[str, Any] = {"__name__": __name__, "prefer_512_bit_vectors": prefer_512_bit_vectors}
     exec(compile("\n".join(lines), __file__, "exec"), namespace)
     return kernel()(namespace[name])
 
@@ -288,16 +297,16 @@ def _keep_network(xb, n, m, network, scratch, ob):  # type: ignore[no-untyped-de
 
 
 @kernel()
-def _keep_registers(xb, n, m, scratch, wide, threshold, tie, ob, ahead):  # type: ignore[no-untyped-def]
+def _keep_registers(xb, n, m, wide, threshold, tie, ob, ahead):  # type: ignore[no-untyped-def]
     """_keep_network for float32 (n, m) in _REGISTER_PATTERNS, with the network in registers.
 
-    For m < 32 the groups are transposed 16 bytes (four values, as one complex128) at a time into
-    wide[j, g], a quarter of the scalar moves, and the selection kernel reads its wires from that
-    as interleaved 4-float tuples (which LLVM vectorises with shuffles; for m = 32 it does not, so
-    those groups are transposed value by value into scratch[j, g], read as xb[32 * g + j]: the
-    literal stride makes faster code than xg[g, j]). The cache lines of ``ahead`` (the next block;
-    empty for m < 32, where it did not pay) are prefetched, the first half during the transpose,
-    the rest one per group during the threshold pass: issued all at once they stall this block.
+    The groups are transposed several values at a time into ``wide`` (complex128, m // 4 rows): for
+    m < 32 four values as one complex128, read back by the selection kernel as interleaved 4-float
+    tuples (which LLVM vectorises with shuffles); for m = 32, where those shuffles cost more than
+    they save, two values as one complex64 (wide seen as 16 rows of complex64), half the moves of a
+    value-by-value transpose. The cache lines of ``ahead`` (the next block; empty for m < 32, where
+    it did not pay) are prefetched, the first half during the transpose, the rest one per group
+    during the threshold pass: issued all at once they stall this block.
     """
     groups = xb.size // m
     xg = xb.reshape((groups, m))
@@ -306,12 +315,14 @@ def _keep_registers(xb, n, m, scratch, wide, threshold, tie, ob, ahead):  # type
     early = min(lines // 2, groups)
     late = min(lines - early, groups)
     if m == 32:
-        for j in range(m):
+        xp = xb.view(np.complex64).reshape((groups, 16))
+        pairs = wide.view(np.complex64).reshape((16, wide.shape[1]))
+        for j in range(16):
             for g in range(groups):
-                scratch[j, g] = xb[32 * g + j]
-            for line in range(j * early // m, (j + 1) * early // m):
+                pairs[j, g] = xp[g, j]
+            for line in range(j * early // 16, (j + 1) * early // 16):
                 _prefetch(ahead, 16 * line)
-        _select_16_32(scratch, groups, threshold, tie)
+        _select_16_32(pairs, groups, threshold, tie)
     else:
         xw = xb.view(np.complex128).reshape((groups, m // 4))
         for j in range(m // 4):
@@ -347,7 +358,7 @@ def _nm_rows(x, n, m, network, registers, out):  # type: ignore[no-untyped-def]
     chunks = min(rows, _ROW_CHUNKS)
     nan_in_row = np.zeros(rows, dtype=np.bool_)
     for c in prange(chunks):
-        scratch = np.empty((m, step // m), dtype=x.dtype)
+        scratch = np.empty((0 if registers else m, step // m), dtype=x.dtype)
         wide = np.empty((m // 4 if registers else 0, step // m), dtype=np.complex128)
         threshold = np.empty(step // m, dtype=x.dtype)
         tie = np.empty(step // m, dtype=np.bool_)
@@ -368,7 +379,7 @@ def _nm_rows(x, n, m, network, registers, out):  # type: ignore[no-untyped-def]
                         ahead = xr[stop : min(stop + step, full)] if m == 32 else xr[:0]
                         if m == 32 and stop == full and r + 1 < last:
                             ahead = x[r + 1, :step]
-                        _keep_registers(xr[start:stop], n, m, scratch, wide, threshold, tie, outr[start:stop], ahead)
+                        _keep_registers(xr[start:stop], n, m, wide, threshold, tie, outr[start:stop], ahead)
                     elif not nan:
                         _keep_network(xr[start:stop], n, m, network, scratch, outr[start:stop])
                 if nan:

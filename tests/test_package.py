@@ -1,6 +1,7 @@
 """Package-level guarantees: public names resolve, import stays light, the pure-Python path agrees."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,32 @@ def test_kernels_agree_without_jit(path, keyword):
 
 def test_warmup_compiles_without_error():
     nmsolve.warmup()
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="inspects compiled code")
+def test_prefer_512_bit_vectors_marks_the_kernel_in_its_ir():
+    # the attributes go in past llvmlite's list of known names: if a new llvmlite dropped or rejected
+    # them, the 8:16 and 16:32 networks would silently fall back to 256-bit vectors
+    import numba
+    import numpy as np
+
+    from nmsolve._jit import prefer_512_bit_vectors
+
+    @numba.njit(cache=False)
+    def total(x):  # type: ignore[no-untyped-def]
+        prefer_512_bit_vectors()
+        s = 0.0
+        for v in x:
+            s += v
+        return s
+
+    assert total(np.arange(4.0)) == 6.0
+    ir = next(iter(total.inspect_llvm().values())).splitlines()
+    # the kernel's own definition, and its attributes (inline, or in an "attributes #k" group)
+    definition = next(line for line in ir if line.startswith("define") and "5total" in line and "cpython" not in line)
+    groups = re.findall(r"#\d+", definition.split(")")[-1])
+    attributes = definition + "".join(line for line in ir for g in groups if line.startswith(f"attributes {g} "))
+    assert '"prefer-vector-width"="512"' in attributes and "noinline" in attributes, attributes
 
 
 def test_no_python_function_is_compiled_by_two_kernels():
