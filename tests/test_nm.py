@@ -400,9 +400,11 @@ def test_axis0_nan_is_an_error_naming_the_location():
 @pytest.mark.parametrize("m", [8, 16, 32])
 def test_network_kernel_every_n_with_ties_across_blocks(m):
     # the selection-network path for every n, few distinct values (ties at the threshold), and rows of
-    # 8192 + 3 * m entries so that a full block and a short one both run
+    # two blocks and 3 * m entries so that full blocks and a short one all run
+    from nmsolve.nm import _BLOCK_VALUES
+
     rng = np.random.default_rng(m)
-    x = rng.integers(-2, 3, size=(3, 8192 + 3 * m)).astype(np.float32)
+    x = rng.integers(-2, 3, size=(3, 2 * _BLOCK_VALUES + 3 * m)).astype(np.float32)
     x[1] = rng.normal(size=x.shape[1])
     for n in range(1, m + 1):
         np.testing.assert_array_equal(nmsolve.nm_mask(x, n, m), nm_mask_sorted(x, n, m), err_msg=f"{n}:{m}")
@@ -410,21 +412,23 @@ def test_network_kernel_every_n_with_ties_across_blocks(m):
 
 @pytest.mark.parametrize(("n", "m"), [(4, 8), (8, 16), (16, 32)])
 def test_register_network_oracle_with_ties_inf_unaligned_rows_and_nan(n, m):
-    # float32 n:2n runs the register-resident network (_keep_registers); rows of 8192 + 2m + 3 entries
-    # start at addresses that are not multiples of 16 bytes (its 16-byte transpose), span a full and
-    # a short block, end in a padded group, and 9 rows are enough for the multithreaded path; more rows
-    # than _ROW_CHUNKS put several rows in a chunk (16:32 prefetches the next row's first block)
-    from nmsolve.nm import _PARALLEL_MIN_SIZE, _REGISTER_PATTERNS, _ROW_CHUNKS
+    # float32 n:2n runs the register-resident network (_keep_registers); rows of two blocks + 2m + 3
+    # entries start at addresses that are not multiples of 16 bytes (its 16-byte transpose), span full
+    # blocks and a short one, end in a padded group, and 9 rows are enough for the multithreaded path;
+    # more rows than _ROW_CHUNKS put several rows in a chunk (16:32 prefetches the next block, in the
+    # same row or the next one)
+    from nmsolve.nm import _BLOCK_VALUES, _PARALLEL_MIN_SIZE, _REGISTER_PATTERNS, _ROW_CHUNKS
 
     assert (n, m) in _REGISTER_PATTERNS
     rng = np.random.default_rng(m)
     values = np.array([-np.inf, -2, -1, -0.0, 0, 1, 2, np.inf], dtype=np.float32)
-    x = rng.choice(values, size=(9, 8192 + 2 * m + 3))
+    length = 2 * _BLOCK_VALUES + 2 * m + 3
+    x = rng.choice(values, size=(9, length))
     x[::3] = rng.normal(size=x[::3].shape)
     assert x.size >= _PARALLEL_MIN_SIZE
     np.testing.assert_array_equal(nmsolve.nm_mask(x, n, m, pad=True), nm_mask_sorted(x, n, m))
     many = rng.choice(values, size=(2 * _ROW_CHUNKS + 3, 3 * m))
     np.testing.assert_array_equal(nmsolve.nm_mask(many, n, m), nm_mask_sorted(many, n, m))
-    x[4, 8192 + m + 1] = np.nan
-    with pytest.raises(ValueError, match=rf"NaN \(first at index \(4, {8192 + m + 1}\)\)"):
+    x[4, length - m - 2] = np.nan
+    with pytest.raises(ValueError, match=rf"NaN \(first at index \(4, {length - m - 2}\)\)"):
         nmsolve.nm_mask(x, n, m, pad=True)
