@@ -41,8 +41,8 @@ from nmsolve.layout import restore_rows, rows_along
 #   stores two wires per comparator; for 8:16 and 16:32 in 512-bit vectors where the CPU has them
 #   (16:32 also transposes two values at a time, as one complex64). The threshold pass and tie rule
 #   are those of _keep_network.
-#   For 16:32, which spends the longest on each block, the next block is prefetched while this one
-#   is transposed and thresholded (_prefetch), so that the memory fetch overlaps the computation.
+#   The next block is prefetched while this one is transposed and thresholded (_prefetch), so that
+#   the memory fetch overlaps the computation.
 # Longer groups, and a padded last group, use quickselect (O(1) expected per entry).
 _NETWORK_MAX_M = 64
 _BLOCK_VALUES = 4096
@@ -298,6 +298,18 @@ def _keep_network(xb, n, m, network, scratch, ob):  # type: ignore[no-untyped-de
 
 
 @kernel()
+def _transpose_prefetching(xv, t, ahead, early):  # type: ignore[no-untyped-def]
+    """t[j, g] = xv[g, j] for every row g of xv, prefetching the first ``early`` cache lines of ``ahead``
+    on the way (spread over the columns j, so that they do not stall the copy all at once)."""
+    groups, width = xv.shape
+    for j in range(width):
+        for g in range(groups):
+            t[j, g] = xv[g, j]
+        for line in range(j * early // width, (j + 1) * early // width):
+            _prefetch(ahead, 16 * line)
+
+
+@kernel()
 def _keep_registers(xb, n, m, wide, threshold, tie, ob, ahead):  # type: ignore[no-untyped-def]
     """_keep_network for float32 (n, m) in _REGISTER_PATTERNS, with the network in registers.
 
@@ -305,9 +317,9 @@ def _keep_registers(xb, n, m, wide, threshold, tie, ob, ahead):  # type: ignore[
     m < 32 four values as one complex128, read back by the selection kernel as interleaved 4-float
     tuples (which LLVM vectorises with shuffles); for m = 32, where those shuffles cost more than
     they save, two values as one complex64 (wide seen as 16 rows of complex64), half the moves of a
-    value-by-value transpose. The cache lines of ``ahead`` (the next block; empty for m < 32, where
-    it did not pay) are prefetched, the first half during the transpose, the rest one per group
-    during the threshold pass: issued all at once they stall this block.
+    value-by-value transpose. The cache lines of ``ahead`` (the next block) are prefetched, the
+    first half during the transpose, the rest one per group during the threshold pass: issued all
+    at once they stall this block.
     """
     groups = xb.size // m
     xg = xb.reshape((groups, m))
@@ -316,19 +328,11 @@ def _keep_registers(xb, n, m, wide, threshold, tie, ob, ahead):  # type: ignore[
     early = min(lines // 2, groups)
     late = min(lines - early, groups)
     if m == 32:
-        xp = xb.view(np.complex64).reshape((groups, 16))
         pairs = wide.view(np.complex64).reshape((16, wide.shape[1]))
-        for j in range(16):
-            for g in range(groups):
-                pairs[j, g] = xp[g, j]
-            for line in range(j * early // 16, (j + 1) * early // 16):
-                _prefetch(ahead, 16 * line)
+        _transpose_prefetching(xb.view(np.complex64).reshape((groups, 16)), pairs, ahead, early)
         _select_16_32(pairs, groups, threshold, tie)
     else:
-        xw = xb.view(np.complex128).reshape((groups, m // 4))
-        for j in range(m // 4):
-            for g in range(groups):
-                wide[j, g] = xw[g, j]
+        _transpose_prefetching(xb.view(np.complex128).reshape((groups, m // 4)), wide, ahead, early)
         if m == 8:
             _select_4_8(wide.view(np.float32), groups, threshold, tie)
         else:
@@ -377,8 +381,8 @@ def _nm_rows(x, n, m, network, registers, out):  # type: ignore[no-untyped-def]
                     nan = _has_nan(xr[start:stop])
                     if not nan and registers:
                         # the block to prefetch: the next one of this row, or the first of the next row
-                        ahead = xr[stop : min(stop + step, full)] if m == 32 else xr[:0]
-                        if m == 32 and stop == full and r + 1 < last:
+                        ahead = xr[stop : min(stop + step, full)]
+                        if stop == full and r + 1 < last:
                             ahead = x[r + 1, :step]
                         _keep_registers(xr[start:stop], n, m, wide, threshold, tie, outr[start:stop], ahead)
                     elif not nan:
