@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import types as types_module
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -43,13 +44,42 @@ WARMUP_MODULES: tuple[str, ...] = (
 )
 
 
-def kernel(*, parallel: bool = False) -> Callable[[F], F]:
-    """Decorate a numba kernel with the project-wide policy (see module docstring)."""
+def kernel(*, parallel: bool = False, inline: bool = False) -> Callable[[F], F]:
+    """Decorate a numba kernel with the project-wide policy (see module docstring).
+
+    ``inline=True`` inlines the kernel into its compiled callers (numba ``inline="always"``): for
+    small helpers called in a hot loop, where a call would stop LLVM from vectorising the loop.
+    """
 
     def wrap(fn: F) -> F:
-        return numba.njit(cache=CACHE, fastmath=False, nogil=True, parallel=parallel)(fn)  # type: ignore[return-value]
+        options = {"inline": "always"} if inline else {}
+        return numba.njit(cache=CACHE, fastmath=False, nogil=True, parallel=parallel, **options)(fn)  # type: ignore[return-value]
 
     return wrap
+
+
+# Every kernel made by specialise(), so that tests can check them like the module-level ones.
+SPECIALISED: list[Any] = []
+
+
+def specialise(template: Callable[..., Any], name: str, *, parallel: bool = False, **bindings: Any) -> Any:
+    """Compile ``template``'s code as a new kernel ``name`` in which the globals ``bindings`` are rebound.
+
+    One source serves several kernels that differ only in a helper they call (say, the selection
+    network of one N:M pattern), and a call compiles only the helpers it needs, not every branch a
+    single kernel would hold. ``template`` is a plain function of the calling module, read once its
+    module has finished loading (call this lazily). ``name`` must be unique in that module: numba's
+    on-disk cache keys compiled code by module, qualified name and first line, so distinct names
+    keep the specialisations apart.
+    """
+    namespace = {**template.__globals__, **bindings}
+    fn = types_module.FunctionType(template.__code__, namespace, name, template.__defaults__, template.__closure__)
+    fn.__qualname__ = name
+    fn.__module__ = template.__module__
+    fn.__doc__ = template.__doc__
+    compiled = kernel(parallel=parallel)(fn)
+    SPECIALISED.append(compiled)
+    return compiled
 
 
 def _prefer_512_bit_vectors_python() -> None:
@@ -75,6 +105,14 @@ def _prefer_512_bit_vectors_jit(typingctx):  # type: ignore[no-untyped-def]
 prefer_512_bit_vectors = (
     _prefer_512_bit_vectors_python if numba.config.DISABLE_JIT else _prefer_512_bit_vectors_jit  # type: ignore[attr-defined]
 )
+
+
+# Below these amounts of work a family's parallel kernels run on one thread (see threads_for).
+NM_PARALLEL_MIN = 1 << 16  # nm_mask: entries
+TRANSPOSABLE_PARALLEL_MIN = 1 << 17  # transposable solvers: entries
+FANIN_PARALLEL_MIN = 1 << 16  # constant fan-in selection: entries; condensed products: values x batch
+BIMASK_PARALLEL_MIN = 1 << 22  # Bi-Mask: mask entries x m, or candidates x bit words x n
+TRAINING_PARALLEL_MIN = 1 << 18  # fused per-step training kernels: entries
 
 
 @contextlib.contextmanager

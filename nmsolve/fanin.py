@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from nmsolve._jit import kernel, prange
+from nmsolve._jit import FANIN_PARALLEL_MIN, kernel, prange
+from nmsolve._kernels import kth_largest
 from nmsolve._validate import as_array, as_scores, check_int, reject_nan
-from nmsolve.nm import _kth_largest, nm_mask
+from nmsolve.nm import nm_mask
 
 __all__ = [
     "CondensedMatrix",
@@ -40,11 +41,6 @@ __all__ = [
 ]
 
 # --------------------------------------------------------------------------- kernels
-
-
-# Below this many scalar operations a call runs on one thread: a parallel launch costs more than
-# the work, and far more on a busy machine where the worker threads must first be scheduled.
-_PARALLEL_MIN_WORK = 1 << 16
 
 
 @kernel()
@@ -62,7 +58,7 @@ def _select_row(x, allowed, want, buf, out):  # type: ignore[no-untyped-def]
         for j in range(x.shape[0]):
             out[j] = allowed[j]
         return
-    threshold = _kth_largest(buf, count, want)
+    threshold = kth_largest(buf, count, want)
     ties_allowed = want
     for j in range(x.shape[0]):
         if allowed[j] and x[j] > threshold:
@@ -198,7 +194,7 @@ def _select(x: np.ndarray, allowed: np.ndarray, need: np.ndarray) -> np.ndarray:
     """Per row, the ``need[r]`` largest allowed entries of ``x`` (ties: lower index)."""
     out = np.empty(x.shape, dtype=np.bool_)
     if out.size:
-        parallel = x.shape[0] > 1 and x.size >= _PARALLEL_MIN_WORK
+        parallel = x.shape[0] > 1 and x.size >= FANIN_PARALLEL_MIN
         (_select_rows_parallel if parallel else _select_rows_serial)(x, allowed, need.astype(np.int64), out)
     return out
 
@@ -557,7 +553,7 @@ def _linear_unchecked(
     batch = xs.shape[0]
     n_active = values.shape[0]
     all_rows = n_active == out_features
-    parallel = n_active > 1 and values.size * batch >= _PARALLEL_MIN_WORK
+    parallel = n_active > 1 and values.size * batch >= FANIN_PARALLEL_MIN
     if batch == 1:
         y = np.zeros((1, out_features), dtype=values.dtype)
         part = y[0] if all_rows else np.empty(n_active, dtype=values.dtype)

@@ -6,13 +6,23 @@ import functools
 import math
 from typing import Any
 
-import numba
 import numpy as np
-from llvmlite import ir
-from numba.core import cgutils, types
-from numba.extending import intrinsic
 
-from nmsolve._jit import kernel, prange, prefer_512_bit_vectors, threads_for
+from nmsolve._jit import NM_PARALLEL_MIN, kernel, prange, prefer_512_bit_vectors, specialise
+from nmsolve._kernels import (
+    BLOCK_VALUES,
+    NETWORK_MAX_M,
+    ROW_CHUNKS,
+    has_nan,
+    keep_by_threshold,
+    keep_m4,
+    keep_network,
+    keep_ties_first,
+    prefetch,
+    rank4,
+    selection_network,
+    sort_lanes,
+)
 from nmsolve._validate import (
     as_array,
     as_scores,
@@ -23,81 +33,34 @@ from nmsolve._validate import (
 )
 from nmsolve.layout import restore_rows, rows_along
 
-# Two kernels cover full groups, chosen by m (both vectorised across groups by LLVM):
-# * m == 4 (2:4 is the sparse-tensor-core pattern) reads each group as four scalars and counts,
-#   with 6 comparisons, how many entries beat each one; LLVM turns the stride-4 loads into shuffles,
-#   so nothing is copied. The counts are float32, because numba widens int32 sums to int64, which
-#   halves the SIMD lanes.
-# * other m <= _NETWORK_MAX_M transposes a block of groups into scratch[j, g] and runs a selection
+# Full groups take one of three paths, chosen by m (all vectorised across groups by LLVM):
+# * m == 4 (2:4 is the sparse-tensor-core pattern) reads each group as four scalars and ranks them
+#   with 6 comparisons (rank4); LLVM turns the stride-4 loads into shuffles, so nothing is copied.
+# * other m <= NETWORK_MAX_M transposes a block of groups into scratch[j, g] and runs a selection
 #   network (Batcher's odd-even merge sort, pruned to the comparators that decide the n-th and
 #   (n+1)-th largest) with every comparator one loop over groups; the n-th largest value is then
 #   the threshold. That is about log2(m)^2 / 4 comparisons per entry (157 / 32 for 16:32) against
-#   (m - 1) / 2 for ranking by pairwise comparison. A block and its scratch (_BLOCK_VALUES values
-#   each, 16 KB in float32) stay in the core's L1 cache: 4096 ran 16:32 float32 and 4:8 float64
-#   10-15% faster than 8192 at 8192x8192, and the other patterns as fast.
+#   (m - 1) / 2 for ranking by pairwise comparison (keep_network).
 # * float32 4:8, 8:16 and 16:32 (_REGISTER_PATTERNS) run the same pruned network with its wires in
 #   registers instead: one loop over groups whose body is the whole network on m local variables
-#   (_register_kernel), so each wire is loaded once and never stored, where _sort_lanes loads and
+#   (_register_kernel), so each wire is loaded once and never stored, where sort_lanes loads and
 #   stores two wires per comparator; for 8:16 and 16:32 in 512-bit vectors where the CPU has them
 #   (16:32 also transposes two values at a time, as one complex64). The threshold pass and tie rule
-#   are those of _keep_network.
-#   The next block is prefetched while this one is transposed and thresholded (_prefetch), so that
+#   are those of keep_network.
+#   The next block is prefetched while this one is transposed and thresholded (prefetch), so that
 #   the memory fetch overlaps the computation.
 # Longer groups, and a padded last group, use quickselect (O(1) expected per entry).
-_NETWORK_MAX_M = 64
-_BLOCK_VALUES = 4096
 _NO_NETWORK = np.zeros((0, 2), dtype=np.int64)
-# Rows are split into this many contiguous chunks for prange, so scratch is allocated per chunk.
-_ROW_CHUNKS = 64
-# Below this many entries _nm_rows runs on one thread: waking the thread pool costs more than it
-# saves, and on a busy machine (other processes on every core) it can take tens of milliseconds.
-_PARALLEL_MIN_SIZE = 1 << 16
 
-# Patterns with a register-resident network (float32 scores only; see _keep_registers).
+# Patterns with a register-resident network (float32 scores only; see _registers_block).
 _REGISTER_PATTERNS = ((4, 8), (8, 16), (16, 32))
 
 MAX_COMBINATIONS = 1 << 20
 
 
-@functools.lru_cache(maxsize=256)
-def _sorting_network(m: int, outputs: frozenset[int] | None = None) -> np.ndarray:
-    """Comparators ``(a, b)``, ``a < b``, of Batcher's odd-even merge sort on m wires, read-only.
-
-    With each comparator putting the larger value on wire a, the network sorts into descending
-    order. ``outputs`` keeps only the comparators that can reach those wires: all that selecting
-    the values that end on them needs. Shared by nm_mask and the transposable solvers.
-    """
-    pairs = []
-    p = 1
-    while p < m:
-        k = p
-        while k >= 1:
-            for j in range(k % p, m - k, 2 * k):
-                for i in range(min(k, m - j - k)):
-                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
-                        pairs.append((i + j, i + j + k))
-            k //= 2
-        p *= 2
-    if outputs is not None:
-        needed = set(outputs)
-        kept = []
-        for a, b in reversed(pairs):
-            if a in needed or b in needed:
-                kept.append((a, b))
-                needed |= {a, b}
-        pairs = kept[::-1]
-    network = np.array(pairs, dtype=np.int64).reshape(-1, 2)
-    network.setflags(write=False)
-    return network
-
-
-def _selection_network(n: int, m: int) -> np.ndarray:
-    """The comparators that leave the n-th and (n+1)-th largest of m on wires n - 1 and n."""
-    return _sorting_network(m, frozenset({n - 1, n} if n < m else {n - 1}))
-
-
+@functools.cache
 def _register_kernel(n: int, m: int) -> Any:
-    """Kernel ``(s, groups, threshold, tie)`` running _selection_network(n, m) on wires in registers.
+    """Kernel ``(s, groups, threshold, tie)`` running selection_network(n, m) on wires in registers.
 
     Wire w of group g is read from ``s[w // 4, 4 * g + w % 4]`` for m < 32 (four float32 transposed
     as one complex128, see _keep_registers) and from ``s[w // 2, g]`` for m = 32 (two float32 as one
@@ -118,7 +81,7 @@ def _register_kernel(n: int, m: int) -> Any:
     else:
         lines += [f"        p{j} = s[{j}, g]" for j in range(m // 2)]
         lines += [f"        w{w} = p{w // 2}.{'imag' if w % 2 else 'real'}" for w in range(m)]
-    network = _selection_network(n, m)
+    network = selection_network(n, m)
     lines += [f"        w{a}, w{b} = (w{a}, w{b}) if w{a} > w{b} else (w{b}, w{a})" for a, b in network]
     lines += [f"        threshold[g] = w{n - 1}", f"        tie[g] = w{n} == w{n - 1}"]
     namespace: dict[str, Any] = {"__name__": __name__, "prefer_512_bit_vectors": prefer_512_bit_vectors}
@@ -126,175 +89,10 @@ def _register_kernel(n: int, m: int) -> Any:
     return kernel()(namespace[name])
 
 
-def _prefetch_python(a: np.ndarray, i: int) -> None:
-    """Pure-Python runs (NUMBA_DISABLE_JIT): a prefetch is only a hint, so nothing to do."""
-
-
-@intrinsic
-def _prefetch_line(typingctx, a, i):  # type: ignore[no-untyped-def]
-    """Hint the CPU to fetch the cache line holding ``a[i]`` (1-D, ``0 <= i < a.size``) into L2.
-
-    llvm.prefetch (read, locality 2, data): no effect on results, only on when memory is read.
-    """
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, signature.args[0], ary, [args[1]], wraparound=False)
-        i32 = ir.IntType(32)
-        # the intrinsic's name carries the pointer type: "p0" for opaque pointers (newer llvmlite),
-        # "p0i8" for an i8* (llvmlite with typed pointers, numba < 0.6x)
-        if getattr(ptr.type, "is_opaque", False):
-            name = "llvm.prefetch.p0"
-        else:
-            ptr, name = builder.bitcast(ptr, ir.IntType(8).as_pointer()), "llvm.prefetch.p0i8"
-        signature_ir = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, signature_ir, name)
-        builder.call(fn, [ptr, i32(0), i32(2), i32(1)])
-        return context.get_dummy_value()
-
-    return types.void(a, i), codegen
-
-
-_prefetch = _prefetch_python if numba.config.DISABLE_JIT else _prefetch_line  # type: ignore[attr-defined]
-
 # --------------------------------------------------------------------------- kernels
-
-_select_4_8, _select_8_16, _select_16_32 = (_register_kernel(n, m) for n, m in _REGISTER_PATTERNS)
-
-
-@kernel()
-def _sort_lanes(t, lanes, network):  # type: ignore[no-untyped-def]
-    """Apply ``network`` to every column (lane) of t[:, :lanes]: descending order on its wires.
-
-    Each comparator is a branch-free compare-exchange over all lanes, which vectorises.
-    """
-    for c in range(network.shape[0]):
-        a = network[c, 0]
-        b = network[c, 1]
-        for lane in range(lanes):
-            u = t[a, lane]
-            v = t[b, lane]
-            larger = u > v
-            t[a, lane] = u if larger else v
-            t[b, lane] = v if larger else u
-
-
-@kernel()
-def _kth_largest(buf, length, k):  # type: ignore[no-untyped-def]
-    """The k-th largest (1-based) of buf[:length], by in-place quickselect (reorders buf)."""
-    lo, hi, target = 0, length - 1, k - 1  # position in descending order
-    while lo < hi:
-        mid = (lo + hi) // 2
-        # median of three as pivot, moved to hi
-        if buf[mid] > buf[lo]:
-            buf[mid], buf[lo] = buf[lo], buf[mid]
-        if buf[hi] > buf[lo]:
-            buf[hi], buf[lo] = buf[lo], buf[hi]
-        if buf[mid] > buf[hi]:
-            buf[mid], buf[hi] = buf[hi], buf[mid]
-        pivot = buf[hi]
-        store = lo
-        for i in range(lo, hi):
-            if buf[i] > pivot:
-                buf[i], buf[store] = buf[store], buf[i]
-                store += 1
-        buf[store], buf[hi] = buf[hi], buf[store]
-        if store == target:
-            return buf[store]
-        if store < target:
-            lo = store + 1
-        else:
-            hi = store - 1
-    return buf[lo]
-
-
-@kernel()
-def _has_nan(xr):  # type: ignore[no-untyped-def]
-    """Whether the 1-D array xr holds a NaN."""
-    nan = False
-    for k in range(xr.size):
-        nan |= xr[k] != xr[k]  # no early exit, so that LLVM vectorises the scan
-    return nan
-
-
-@kernel()
-def _keep_ties_first(x, keep, threshold, out):  # type: ignore[no-untyped-def]
-    """Keep x > threshold and the first ``keep - #(x > threshold)`` entries equal to it (no NaN in x)."""
-    ties_allowed = keep
-    for i in range(x.size):
-        ties_allowed -= x[i] > threshold
-    for i in range(x.size):
-        v = x[i]
-        if v > threshold:
-            out[i] = True
-        elif v == threshold and ties_allowed > 0:
-            out[i] = True
-            ties_allowed -= 1
-        else:
-            out[i] = False
-
-
-@kernel()
-def _keep_by_threshold(x, keep, buf, out):  # type: ignore[no-untyped-def]
-    """Keep the ``keep`` largest of x (one group, no NaN), ties to the lower index, via quickselect."""
-    for i in range(x.size):
-        buf[i] = x[i]
-    _keep_ties_first(x, keep, _kth_largest(buf, x.size, keep), out)
-
-
-@kernel()
-def _keep_m4(xb, n, ob):  # type: ignore[no-untyped-def]
-    """N:4 mask of the groups of 4 in xb into ob; return whether xb holds NaN (then ob is garbage).
-
-    An entry is kept when fewer than n entries beat it; entry j is beaten by i when x_i > x_j, or
-    x_i == x_j and i < j (ties go to the lower index). The NaN check rides along in the same pass.
-    """
-    nf = np.float32(n)
-    one = np.float32(1.0)
-    zero = np.float32(0.0)
-    nan = False
-    for g in range(xb.size // 4):
-        k = 4 * g
-        a, b, c, d = xb[k], xb[k + 1], xb[k + 2], xb[k + 3]
-        nan |= (a != a) | (b != b) | (c != c) | (d != d)
-        b_beats_a = one if b > a else zero
-        c_beats_a = one if c > a else zero
-        d_beats_a = one if d > a else zero
-        c_beats_b = one if c > b else zero
-        d_beats_b = one if d > b else zero
-        d_beats_c = one if d > c else zero
-        ob[k] = b_beats_a + c_beats_a + d_beats_a < nf
-        ob[k + 1] = (one - b_beats_a) + c_beats_b + d_beats_b < nf
-        ob[k + 2] = (2 * one - c_beats_a - c_beats_b) + d_beats_c < nf
-        ob[k + 3] = 3 * one - d_beats_a - d_beats_b - d_beats_c < nf
-    return nan
-
-
-@kernel()
-def _keep_network(xb, n, m, network, scratch, ob):  # type: ignore[no-untyped-def]
-    """N:M mask of the groups of m in xb (at most scratch.shape[1] of them, no NaN) into ob.
-
-    The groups are transposed into scratch[j, g] so that each comparator of ``network`` (see
-    _selection_network) is one loop over groups. Then t = scratch[n - 1, g] is the n-th largest of
-    group g and scratch[n, g] the next one: if that is below t, the entries >= t are exactly the n
-    kept ones; otherwise entries equal to t are kept from the lowest index on.
-    """
-    groups = xb.size // m
-    # 2-D views: indices straight from range() let LLVM drop numba's negative-index handling,
-    # which otherwise turns these loops into gathers (about 2x slower)
-    xg = xb.reshape((groups, m))
-    og = ob.reshape((groups, m))
-    for j in range(m):
-        for g in range(groups):
-            scratch[j, g] = xg[g, j]
-    _sort_lanes(scratch, groups, network)
-    for g in range(groups):
-        t = scratch[n - 1, g]
-        if n == m or scratch[n, g] < t:
-            for j in range(m):
-                og[g, j] = xg[g, j] >= t
-        else:
-            _keep_ties_first(xg[g], n, t, og[g])
+# Each path below is its own kernel, compiled on its first use: a 2:4 call compiles the N:4 ranking
+# and quickselect, not the selection networks of every other pattern (_jit.specialise binds the
+# block kernel of a path into one shared row-loop source).
 
 
 @kernel()
@@ -306,61 +104,91 @@ def _transpose_prefetching(xv, t, ahead, early):  # type: ignore[no-untyped-def]
         for g in range(groups):
             t[j, g] = xv[g, j]
         for line in range(j * early // width, (j + 1) * early // width):
-            _prefetch(ahead, 16 * line)
+            prefetch(ahead, 16 * line)
 
 
 @kernel()
-def _keep_registers(xb, n, m, wide, threshold, tie, ob, ahead):  # type: ignore[no-untyped-def]
-    """_keep_network for float32 (n, m) in _REGISTER_PATTERNS, with the network in registers.
-
-    The groups are transposed several values at a time into ``wide`` (complex128, m // 4 rows): for
-    m < 32 four values as one complex128, read back by the selection kernel as interleaved 4-float
-    tuples (which LLVM vectorises with shuffles); for m = 32, where those shuffles cost more than
-    they save, two values as one complex64 (wide seen as 16 rows of complex64), half the moves of a
-    value-by-value transpose. The cache lines of ``ahead`` (the next block) are prefetched, the
-    first half during the transpose, the rest one per group during the threshold pass: issued all
-    at once they stall this block.
-    """
-    groups = xb.size // m
-    xg = xb.reshape((groups, m))
-    og = ob.reshape((groups, m))
-    lines = ahead.size // 16  # 64-byte lines of float32
-    early = min(lines // 2, groups)
-    late = min(lines - early, groups)
-    if m == 32:
-        pairs = wide.view(np.complex64).reshape((16, wide.shape[1]))
-        _transpose_prefetching(xb.view(np.complex64).reshape((groups, 16)), pairs, ahead, early)
-        _select_16_32(pairs, groups, threshold, tie)
-    else:
-        _transpose_prefetching(xb.view(np.complex128).reshape((groups, m // 4)), wide, ahead, early)
-        if m == 8:
-            _select_4_8(wide.view(np.float32), groups, threshold, tie)
-        else:
-            _select_8_16(wide.view(np.float32), groups, threshold, tie)
-    for g in range(groups):
+def _threshold_prefetching(xg, n, m, threshold, tie, og, ahead, early, late):  # type: ignore[no-untyped-def]
+    """og[g] = xg[g] >= threshold[g] (ties from the lowest index where tie[g]), prefetching the cache
+    lines early .. early + late of ``ahead``, one per group."""
+    for g in range(xg.shape[0]):
         if g < late:
-            _prefetch(ahead, 16 * (early + g))
+            prefetch(ahead, 16 * (early + g))
         t = threshold[g]
         if tie[g]:
-            _keep_ties_first(xg[g], n, t, og[g])
+            keep_ties_first(xg[g], n, t, og[g])
         else:
             for j in range(m):
                 og[g, j] = xg[g, j] >= t
 
 
-@kernel(parallel=True)
-def _nm_rows(x, n, m, network, registers, out):  # type: ignore[no-untyped-def]
+def _registers_block(xb, n, m, network, scratch, wide, threshold, tie, ob, ahead):  # type: ignore[no-untyped-def]
+    """keep_network for float32 (n, m) in _REGISTER_PATTERNS, with the network in registers: the
+    template of one kernel per pattern (m < 32), ``_select`` bound to that pattern's network.
+
+    The groups are transposed four values at a time into ``wide`` (complex128, m // 4 rows), read
+    back by the selection kernel as interleaved 4-float tuples (which LLVM vectorises with
+    shuffles). The cache lines of ``ahead`` (the next block) are prefetched, the first half during
+    the transpose, the rest one per group during the threshold pass: issued all at once they stall
+    this block. Returns whether xb holds NaN.
+    """
+    if has_nan(xb):
+        return True
+    groups = xb.size // m
+    lines = ahead.size // 16  # 64-byte lines of float32
+    early = min(lines // 2, groups)
+    _transpose_prefetching(xb.view(np.complex128).reshape((groups, m // 4)), wide, ahead, early)
+    _select(wide.view(np.float32), groups, threshold, tie)  # noqa: F821 - bound by specialise
+    late = min(lines - early, groups)
+    _threshold_prefetching(xb.reshape((groups, m)), n, m, threshold, tie, ob.reshape((groups, m)), ahead, early, late)
+    return False
+
+
+def _pairs_block(xb, n, m, network, scratch, wide, threshold, tie, ob, ahead):  # type: ignore[no-untyped-def]
+    """_registers_block for float32 16:32 (the template of its kernel), where the shuffles of
+    four-value moves cost more than they save: two values are transposed as one complex64 (wide
+    seen as 16 rows of complex64), half the moves of a value-by-value transpose."""
+    if has_nan(xb):
+        return True
+    groups = xb.size // m
+    lines = ahead.size // 16
+    early = min(lines // 2, groups)
+    pairs = wide.view(np.complex64).reshape((16, wide.shape[1]))
+    _transpose_prefetching(xb.view(np.complex64).reshape((groups, 16)), pairs, ahead, early)
+    _select(pairs, groups, threshold, tie)  # noqa: F821 - bound by specialise
+    late = min(lines - early, groups)
+    _threshold_prefetching(xb.reshape((groups, m)), n, m, threshold, tie, ob.reshape((groups, m)), ahead, early, late)
+    return False
+
+
+@kernel()
+def _block_m4(xb, n, m, network, scratch, wide, threshold, tie, ob, ahead):  # type: ignore[no-untyped-def]
+    """N:4 of a block (keep_m4); returns whether it holds NaN."""
+    return keep_m4(xb, n, ob)
+
+
+@kernel()
+def _block_network(xb, n, m, network, scratch, wide, threshold, tie, ob, ahead):  # type: ignore[no-untyped-def]
+    """N:M of a block through the selection network in scratch (keep_network); returns NaN seen."""
+    if has_nan(xb):
+        return True
+    keep_network(xb, n, m, network, scratch, ob)
+    return False
+
+
+def _rows(x, n, m, network, registers, out):  # type: ignore[no-untyped-def]
     """Fill out[r] with the N:M mask of row x[r]; return the first row holding NaN, or -1.
 
-    ``network`` is _selection_network(n, m) when 4 != m <= _NETWORK_MAX_M, and is unused otherwise.
-    Full groups go through _keep_m4, _keep_registers (``registers``: float32 x, (n, m) in
-    _REGISTER_PATTERNS) or _keep_network in blocks of about _BLOCK_VALUES entries, each checked for
-    NaN on the way (while it is in cache); the rest of the row through quickselect.
+    The template of one parallel kernel per path (_row_kernel): ``_keep_block`` is bound to the
+    block kernel of the path. ``network`` is selection_network(n, m) for the network path, and
+    ``registers`` says whether the block kernel uses ``wide`` instead of ``scratch``. Full groups go
+    through ``_keep_block`` in blocks of about BLOCK_VALUES entries, each checked for NaN on the way
+    (while it is in cache); the rest of the row through quickselect.
     """
     rows, length = x.shape
-    full = length - length % m if m <= _NETWORK_MAX_M else 0
-    step = max(1, _BLOCK_VALUES // m) * m
-    chunks = min(rows, _ROW_CHUNKS)
+    full = length - length % m if m <= NETWORK_MAX_M else 0
+    step = max(1, BLOCK_VALUES // m) * m
+    chunks = min(rows, ROW_CHUNKS)
     nan_in_row = np.zeros(rows, dtype=np.bool_)
     for c in prange(chunks):
         scratch = np.empty((0 if registers else m, step // m), dtype=x.dtype)
@@ -375,30 +203,42 @@ def _nm_rows(x, n, m, network, registers, out):  # type: ignore[no-untyped-def]
             nan = False
             for start in range(0, full, step):
                 stop = min(start + step, full)
-                if m == 4:
-                    nan = _keep_m4(xr[start:stop], n, outr[start:stop])
-                else:
-                    nan = _has_nan(xr[start:stop])
-                    if not nan and registers:
-                        # the block to prefetch: the next one of this row, or the first of the next row
-                        ahead = xr[stop : min(stop + step, full)]
-                        if stop == full and r + 1 < last:
-                            ahead = x[r + 1, :step]
-                        _keep_registers(xr[start:stop], n, m, wide, threshold, tie, outr[start:stop], ahead)
-                    elif not nan:
-                        _keep_network(xr[start:stop], n, m, network, scratch, outr[start:stop])
+                # the block to prefetch: the next one of this row, or the first of the next row
+                ahead = xr[stop : min(stop + step, full)]
+                if stop == full and r + 1 < last:
+                    ahead = x[r + 1, :step]
+                block = xr[start:stop]
+                nan = _keep_block(block, n, m, network, scratch, wide, threshold, tie, outr[start:stop], ahead)  # noqa: F821
                 if nan:
                     break
-            nan = nan or _has_nan(xr[full:])
+            nan = nan or has_nan(xr[full:])
             if not nan:
                 for start in range(full, length, m):
                     stop = min(start + m, length)
-                    _keep_by_threshold(xr[start:stop], min(n, stop - start), buf, outr[start:stop])
+                    keep_by_threshold(xr[start:stop], min(n, stop - start), buf, outr[start:stop])
             nan_in_row[r] = nan
     for r in range(rows):
         if nan_in_row[r]:
             return r
     return -1
+
+
+@functools.cache
+def _row_kernel(path: tuple[int, int] | str, parallel: bool) -> Any:
+    """The row kernel of a path: "m4", "network" (any other m, and quickselect alone for m > 64),
+    or a float32 (n, m) of _REGISTER_PATTERNS; parallel, or serial for inputs too small to share."""
+    if path == "m4":
+        block = _block_m4
+    elif path == "network":
+        block = _block_network
+    else:
+        n, m = path  # type: ignore[misc]
+        template = _pairs_block if m == 32 else _registers_block
+        block = specialise(template, f"_block_{n}_{m}", _select=_register_kernel(n, m))
+    name = path if isinstance(path, str) else f"{path[0]}_{path[1]}"
+    if not parallel:
+        return specialise(_rows, f"_rows_{name}_serial", _keep_block=block)
+    return specialise(_rows, f"_rows_{name}", parallel=True, _keep_block=block)
 
 
 # Grouping along axis 0 of a C-contiguous 2-D array: a group is m consecutive ROWS, compared elementwise
@@ -409,43 +249,70 @@ _COL_BLOCK = 1024
 
 
 @kernel()
-def _keep_m4_rows(a, b, c, d, n, oa, ob, oc, od):  # type: ignore[no-untyped-def]
-    """_keep_m4 for a group of four rows a, b, c, d compared column by column (returns NaN seen)."""
-    nf = np.float32(n)
-    one = np.float32(1.0)
-    zero = np.float32(0.0)
+def _col_block_m4(x, r0, n, m, network, scratch, tie, colbuf, colout, out):  # type: ignore[no-untyped-def]
+    """N:4 of rows r0 .. r0 + 3 of x, column by column (rank4); returns NaN seen."""
+    a, b, c, d = x[r0], x[r0 + 1], x[r0 + 2], x[r0 + 3]
+    oa, ob, oc, od = out[r0], out[r0 + 1], out[r0 + 2], out[r0 + 3]
     nan = False
     for k in range(a.size):
         x0, x1, x2, x3 = a[k], b[k], c[k], d[k]
         nan |= (x0 != x0) | (x1 != x1) | (x2 != x2) | (x3 != x3)
-        b_beats_a = one if x1 > x0 else zero
-        c_beats_a = one if x2 > x0 else zero
-        d_beats_a = one if x3 > x0 else zero
-        c_beats_b = one if x2 > x1 else zero
-        d_beats_b = one if x3 > x1 else zero
-        d_beats_c = one if x3 > x2 else zero
-        oa[k] = b_beats_a + c_beats_a + d_beats_a < nf
-        ob[k] = (one - b_beats_a) + c_beats_b + d_beats_b < nf
-        oc[k] = (2 * one - c_beats_a - c_beats_b) + d_beats_c < nf
-        od[k] = 3 * one - d_beats_a - d_beats_b - d_beats_c < nf
+        oa[k], ob[k], oc[k], od[k] = rank4(x0, x1, x2, x3, n)
     return nan
 
 
-@kernel(parallel=True)
-def _nm_cols(x, n, m, network, out):  # type: ignore[no-untyped-def]
+@kernel()
+def _col_block_network(x, r0, n, m, network, scratch, tie, colbuf, colout, out):  # type: ignore[no-untyped-def]
+    """N:M of rows r0 .. r0 + m - 1 of x, column by column: scratch[j, c] = x[r0 + j, c] (contiguous
+    copies, NaN checked on the way), the comparators of ``network`` leave the n-th largest of every
+    column on wire n - 1 and the next one on wire n; entries >= that threshold are kept, and columns
+    where the next one equals it (ties) are redone from the lowest row on. Returns NaN seen."""
+    cols = x.shape[1]
+    nan = False
+    for c0 in range(0, cols, _COL_BLOCK):
+        width = min(_COL_BLOCK, cols - c0)
+        for j in range(m):
+            xr = x[r0 + j]
+            for c in range(width):
+                v = xr[c0 + c]
+                scratch[j, c] = v
+                nan |= v != v
+        if nan:
+            return True
+        sort_lanes(scratch, width, network)
+        any_tie = False
+        if n < m:
+            for c in range(width):
+                t = scratch[n, c] == scratch[n - 1, c]
+                tie[c] = t
+                any_tie |= t
+        for j in range(m):
+            xr = x[r0 + j]
+            outr = out[r0 + j]
+            for c in range(width):
+                outr[c0 + c] = xr[c0 + c] >= scratch[n - 1, c]
+        if any_tie:
+            for c in range(width):
+                if tie[c]:
+                    for j in range(m):
+                        colbuf[j] = x[r0 + j, c0 + c]
+                    keep_ties_first(colbuf, n, scratch[n - 1, c], colout)
+                    for j in range(m):
+                        out[r0 + j, c0 + c] = colout[j]
+    return False
+
+
+def _cols(x, n, m, network, out):  # type: ignore[no-untyped-def]
     """out[:, c] = N:M mask of x[:, c] in groups of m consecutive rows; return the first NaN row or -1.
 
-    Full blocks of four rows rank each entry with six comparisons per column (as _keep_m4). Other
-    full blocks with m <= _NETWORK_MAX_M: scratch[j, c] = x[r0 + j, c] (contiguous copies, NaN
-    checked on the way), the comparators of ``network`` leave the n-th largest of every column on
-    wire n - 1 and the next one on wire n; entries >= that threshold are kept, and columns where the
-    next one equals it (ties) are redone from the lowest row on. A padded last block and m >
-    _NETWORK_MAX_M gather each column of the block and use quickselect.
+    The template of one parallel kernel per path (_col_kernel), ``_keep_col_block`` bound to
+    _col_block_m4 or _col_block_network for the full blocks of m rows. A padded last block and
+    m > NETWORK_MAX_M gather each column of the block and use quickselect.
     """
     rows, cols = x.shape
     blocks = (rows + m - 1) // m
-    full = rows // m if m <= _NETWORK_MAX_M else 0
-    chunks = min(blocks, _ROW_CHUNKS)
+    full = rows // m if m <= NETWORK_MAX_M else 0
+    chunks = min(blocks, ROW_CHUNKS)
     nan_in_block = np.zeros(blocks, dtype=np.bool_)
     for ch in prange(chunks):
         scratch = np.empty((m, _COL_BLOCK), dtype=x.dtype)
@@ -457,40 +324,8 @@ def _nm_cols(x, n, m, network, out):  # type: ignore[no-untyped-def]
             r0 = b * m
             length = min(m, rows - r0)
             nan = False
-            if b < full and m == 4:
-                xs, os = x[r0 : r0 + 4], out[r0 : r0 + 4]
-                nan = _keep_m4_rows(xs[0], xs[1], xs[2], xs[3], n, os[0], os[1], os[2], os[3])
-            elif b < full:
-                for c0 in range(0, cols, _COL_BLOCK):
-                    width = min(_COL_BLOCK, cols - c0)
-                    for j in range(m):
-                        xr = x[r0 + j]
-                        for c in range(width):
-                            v = xr[c0 + c]
-                            scratch[j, c] = v
-                            nan |= v != v
-                    if nan:
-                        break
-                    _sort_lanes(scratch, width, network)
-                    any_tie = False
-                    if n < m:
-                        for c in range(width):
-                            t = scratch[n, c] == scratch[n - 1, c]
-                            tie[c] = t
-                            any_tie |= t
-                    for j in range(m):
-                        xr = x[r0 + j]
-                        outr = out[r0 + j]
-                        for c in range(width):
-                            outr[c0 + c] = xr[c0 + c] >= scratch[n - 1, c]
-                    if any_tie:
-                        for c in range(width):
-                            if tie[c]:
-                                for j in range(m):
-                                    colbuf[j] = x[r0 + j, c0 + c]
-                                _keep_ties_first(colbuf, n, scratch[n - 1, c], colout)
-                                for j in range(m):
-                                    out[r0 + j, c0 + c] = colout[j]
+            if b < full:
+                nan = _keep_col_block(x, r0, n, m, network, scratch, tie, colbuf, colout, out)  # noqa: F821
             else:
                 for c in range(cols):
                     for j in range(length):
@@ -499,7 +334,7 @@ def _nm_cols(x, n, m, network, out):  # type: ignore[no-untyped-def]
                         nan |= v != v
                     if nan:
                         break
-                    _keep_by_threshold(colbuf[:length], min(n, length), buf, colout[:length])
+                    keep_by_threshold(colbuf[:length], min(n, length), buf, colout[:length])
                     for j in range(length):
                         out[r0 + j, c] = colout[j]
             nan_in_block[b] = nan
@@ -509,18 +344,41 @@ def _nm_cols(x, n, m, network, out):  # type: ignore[no-untyped-def]
     return -1
 
 
-def _run_maybe_serial(fn: Any, x2: np.ndarray, n: int, m: int, out: np.ndarray, *options: Any) -> int:
-    """Run the parallel kernel ``fn(x2, n, m, network, *options, out)`` (small inputs on one thread);
-    return its NaN row or -1."""
-    network = _selection_network(n, m) if m <= _NETWORK_MAX_M else _NO_NETWORK
-    with threads_for(x2.size, _PARALLEL_MIN_SIZE):
-        return int(fn(x2, n, m, network, *options, out))
+@functools.cache
+def _col_kernel(path: str, parallel: bool) -> Any:
+    """The column kernel of a path, "m4" or "network"; parallel, or serial for small inputs."""
+    block = _col_block_m4 if path == "m4" else _col_block_network
+    if not parallel:
+        return specialise(_cols, f"_cols_{path}_serial", _keep_col_block=block)
+    return specialise(_cols, f"_cols_{path}", parallel=True, _keep_col_block=block)
+
+
+def _path(dtype: np.dtype, n: int, m: int, parallel: bool) -> tuple[int, int] | str:
+    """Which kernel handles full groups of (n, m) for scores of ``dtype``. The register networks
+    are for large inputs only: their straight-line code takes seconds to compile (16:32 about 3 s),
+    which a small input would pay for nothing."""
+    if m == 4:
+        return "m4"
+    if parallel and dtype == np.float32 and (n, m) in _REGISTER_PATTERNS:
+        return (n, m)
+    return "network"
 
 
 def _mask_rows(x2: np.ndarray, n: int, m: int, out: np.ndarray) -> int:
-    """Run _nm_rows on the 2-D scores ``x2`` (small inputs on one thread); return its NaN row or -1."""
-    registers = x2.dtype == np.float32 and (n, m) in _REGISTER_PATTERNS
-    return _run_maybe_serial(_nm_rows, x2, n, m, out, registers)
+    """N:M mask of the rows of the 2-D scores ``x2`` into out; return the first row holding NaN, or
+    -1. Inputs below NM_PARALLEL_MIN entries run a serial kernel (waking the thread pool costs more
+    than they take, and the serial kernel compiles in a fraction of the time)."""
+    parallel = x2.size >= NM_PARALLEL_MIN
+    path = _path(x2.dtype, n, m, parallel)
+    network = selection_network(n, m) if path == "network" and m <= NETWORK_MAX_M else _NO_NETWORK
+    return int(_row_kernel(path, parallel)(x2, n, m, network, not isinstance(path, str), out))
+
+
+def _mask_cols(x: np.ndarray, n: int, m: int, out: np.ndarray) -> int:
+    """N:M mask along axis 0 of the C-contiguous 2-D ``x`` into out; return the first NaN row or -1."""
+    path = "m4" if m == 4 else "network"
+    network = selection_network(n, m) if path == "network" and m <= NETWORK_MAX_M else _NO_NETWORK
+    return int(_col_kernel(path, x.size >= NM_PARALLEL_MIN)(x, n, m, network, out))
 
 
 # --------------------------------------------------------------------------- public API
@@ -584,7 +442,7 @@ def nm_mask(scores: Any, n: int = 2, m: int = 4, *, axis: int = -1, pad: bool = 
     if x.ndim == 2 and axis == 0 and x.flags.c_contiguous:
         # groups of m consecutive rows, compared across contiguous columns: no transposed copy
         out = np.empty(x.shape, dtype=np.bool_)
-        if out.size and _run_maybe_serial(_nm_cols, x, n, m, out) >= 0:
+        if out.size and _mask_cols(x, n, m, out) >= 0:
             reject_nan(x)
         return out
     x2, moved_shape = rows_along(x, axis)
@@ -790,7 +648,8 @@ def combination_mask(selection: Any, n: int, m: int, *, axis: int = -1) -> np.nd
 
 def _warmup() -> None:
     for dtype in (np.float32, np.float64):
-        x = np.arange(32, dtype=dtype).reshape(2, 16)
-        nm_mask(x, 2, 4)
-        nm_mask(x, 4, 16)
-        nm_mask(x.T.copy(), 2, 4, axis=0)
+        for rows in (4, NM_PARALLEL_MIN // 16):  # the serial and the parallel kernels
+            x = np.arange(16 * rows, dtype=dtype).reshape(rows, 16)
+            nm_mask(x, 2, 4)
+            nm_mask(x, 4, 16)
+            nm_mask(x, 2, 4, axis=0)

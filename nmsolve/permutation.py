@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from nmsolve._jit import kernel, prange, threads_for
+from nmsolve._jit import BIMASK_PARALLEL_MIN, kernel, prange, threads_for
 from nmsolve._validate import (
     as_array,
     as_rng,
@@ -242,11 +242,6 @@ def _local_search_rows(  # type: ignore[no-untyped-def]
     return total, swaps
 
 
-# Below this many elementary operations a parallel region costs more than it saves (thread wake-ups
-# dominate, especially on a busy machine), so the kernel runs on the calling thread only.
-_PARALLEL_MIN_WORK = 1 << 22
-
-
 def _pack_rows(mask: np.ndarray) -> np.ndarray:
     """Rows of a bool matrix packed into uint64 words (zero padded); bit order is irrelevant here."""
     rows, cols = mask.shape
@@ -325,7 +320,7 @@ def _bimask_inputs(F_or_W: Any, n: int, m: int, pad: bool, name: str) -> tuple[n
 def _backward(values: np.ndarray, fwd: np.ndarray, perm: np.ndarray, n: int, m: int) -> np.ndarray:
     out = np.zeros(fwd.shape, dtype=np.bool_)
     if out.size:
-        with threads_for(out.size * m, _PARALLEL_MIN_WORK):
+        with threads_for(out.size * m, BIMASK_PARALLEL_MIN):
             _backward_mask(values, fwd, perm, n, m, out)
     return out
 
@@ -522,7 +517,7 @@ def bimask_permutation(
     bits = _pack_rows(fwd)
     scores = np.zeros(len(cands), dtype=np.int64)
     if rows:
-        with threads_for(cands.size * bits.shape[1] * min(n, m), _PARALLEL_MIN_WORK):
+        with threads_for(cands.size * bits.shape[1] * min(n, m), BIMASK_PARALLEL_MIN):
             _bimask_scores(bits, cands, n, m, scores)
     best = int(np.argmax(scores))
     perm = cands[best].copy()

@@ -27,13 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from nmsolve._jit import kernel, prange, threads_for
+from nmsolve._jit import TRANSPOSABLE_PARALLEL_MIN, kernel, prange, threads_for
+from nmsolve._kernels import SCALE_ABOVE, load_tile, sort_lanes, sorting_network, store_tile
 from nmsolve._validate import as_array, as_scores, check_group_length, check_nm, reject_nan
-from nmsolve.nm import _sort_lanes, _sorting_network
 
-# A tile whose largest finite magnitude exceeds this is scaled by a power of two (exact, except that
-# magnitudes below 2**-800 or so may underflow to 0) so that sums of potentials cannot overflow.
-_SCALE_ABOVE = 2.0**200
 # Tiles per parallel work item of the per-tile kernels, and tiles per vectorised m = 4 chunk; exact
 # m > 4 tiles go in batches of about _BATCH_VALUES values (at least 16 tiles, at most _BLOCK).
 _BLOCK = 64
@@ -51,9 +48,6 @@ def _sweeps(m: int) -> int:
 FLOW_RESOLUTION = 2**30
 _ORTOOLS_MAX_ARCS = 1 << 19
 _PROGRESS_TILES = 1 << 14
-# Below this many entries the compiled kernels run on one thread: waking the thread pool can cost
-# milliseconds on a busy machine, more than the work itself.
-_PARALLEL_MIN_SIZE = 1 << 17
 
 
 # --------------------------------------------------------------------------- tables
@@ -62,7 +56,7 @@ _PARALLEL_MIN_SIZE = 1 << 17
 def _network(m: int, n: int = 0) -> np.ndarray:
     """The sorting network for m lanes (n = 0), or only the comparators that reach outputs n - 1 and
     n, which is all that selecting the n-th and (n+1)-th largest needs."""
-    return _sorting_network(m, frozenset({n - 1, n}) if n else None)
+    return sorting_network(m, frozenset({n - 1, n}) if n else None)
 
 
 @functools.lru_cache(maxsize=4)
@@ -87,77 +81,6 @@ def _tiles4(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return combos, cfg, keys
 
 
-# --------------------------------------------------------------------------- shared tile kernels
-
-
-@kernel()
-def _load_tile(x, r0, c0, m, w):  # type: ignore[no-untyped-def]
-    """w <- |x[r0:r0+m, c0:c0+m]| in float64, zero outside ``x`` (padding). Returns the largest
-    value of w after the adjustments below, or -1.0 if a NaN is met.
-
-    The tile is then made safe for the solvers without changing which masks are optimal: a tile
-    whose largest finite magnitude exceeds _SCALE_ABOVE is scaled by a power of two, and every
-    ``inf`` becomes ``big = (m*m + 1) * largest finite`` (or 1.0), which outweighs all finite
-    entries together, so the optimum keeps as many infinite entries as possible, then the most
-    finite magnitude.
-    """
-    rows, cols = x.shape
-    fmax = 0.0
-    has_inf = False
-    if r0 + m <= rows and c0 + m <= cols:
-        for i in range(m):
-            for j in range(m):
-                a = abs(np.float64(x[r0 + i, c0 + j]))
-                w[i, j] = a
-                if a > fmax:
-                    fmax = a
-                elif a != a:
-                    return -1.0
-    else:
-        for i in range(m):
-            for j in range(m):
-                a = 0.0
-                if r0 + i < rows and c0 + j < cols:
-                    a = abs(np.float64(x[r0 + i, c0 + j]))
-                w[i, j] = a
-                if a > fmax:
-                    fmax = a
-                elif a != a:
-                    return -1.0
-    if fmax > _SCALE_ABOVE:
-        if fmax == np.inf:
-            has_inf = True
-            fmax = 0.0
-            for i in range(m):
-                for j in range(m):
-                    a = w[i, j]
-                    if a != np.inf and a > fmax:
-                        fmax = a
-        if fmax > _SCALE_ABOVE:
-            scale = math.ldexp(1.0, -math.frexp(fmax)[1])
-            for i in range(m):
-                for j in range(m):
-                    if w[i, j] != np.inf:
-                        w[i, j] *= scale
-            fmax *= scale
-        if has_inf:
-            big = (m * m + 1) * fmax if fmax > 0.0 else 1.0
-            for i in range(m):
-                for j in range(m):
-                    if w[i, j] == np.inf:
-                        w[i, j] = big
-            fmax = big
-    return fmax
-
-
-@kernel()
-def _store_tile(keep, r0, c0, m, out):  # type: ignore[no-untyped-def]
-    rows, cols = out.shape
-    for i in range(min(m, rows - r0)):
-        for j in range(min(m, cols - c0)):
-            out[r0 + i, c0 + j] = keep[i, j]
-
-
 # --------------------------------------------------------------------------- exact per-tile solver
 
 
@@ -176,14 +99,14 @@ def _batch_sweeps(wr, wc, n, m, nb, sweeps, net, t, u, v):  # type: ignore[no-un
             for i in range(m):
                 for b in range(nb):
                     t[j, i * nb + b] = wr[j, i * nb + b] - v[j * nb + b]
-        _sort_lanes(t, lanes, net)
+        sort_lanes(t, lanes, net)
         for k in range(lanes):
             u[k] = np.float32(0.5) * (t[n - 1, k] + t[n, k])
         for i in range(m):
             for j in range(m):
                 for b in range(nb):
                     t[i, j * nb + b] = wc[i, j * nb + b] - u[i * nb + b]
-        _sort_lanes(t, lanes, net)
+        sort_lanes(t, lanes, net)
         for k in range(lanes):
             v[k] = np.float32(0.5) * (t[n - 1, k] + t[n, k])
 
@@ -209,7 +132,7 @@ def _mcf_tile(w, n, m, net, keep, u, v, rdeg, cdeg, dist, dbits, par, fin, tmp, 
         vj = v[j]
         for i in range(m):
             tmp[j, i] = wT[j, i] - vj
-    _sort_lanes(tmp, m, net)
+    sort_lanes(tmp, m, net)
     for j in range(m):
         cdeg[j] = 0
     for i in range(m):
@@ -249,7 +172,7 @@ def _mcf_complete(w, n, m, net, keep, u, v, rdeg, cdeg, dist, dbits, par, fin, t
             ui = u[i]
             for j in range(m):
                 tmp[i, j] = (w[i, j] - ui) - v[j] if keep[i, j] else -np.inf
-        _sort_lanes(tmp, m, net)
+        sort_lanes(tmp, m, net)
         for j in range(m):
             if cdeg[j] > n:
                 th = tmp[n - 1, j]
@@ -347,7 +270,7 @@ def _mcf_kernel(x, n, m, t0, t1, tiles_per_row, sweeps, net, out):  # type: igno
 
     Tiles go in batches of consecutive tiles of one tile row, vectorised over the tiles of a batch
     (tile b in lane position b): loaded into ``wr[j, i * nb + b] = w_b[i, j]`` (tiles with inf,
-    huge values or padding through _load_tile); dual potentials for the whole batch
+    huge values or padding through load_tile); dual potentials for the whole batch
     (_batch_sweeps on float32 copies, each tile scaled by a power of two so that its largest value
     is below 1; the potentials are scaled back exactly); then the first step of _mcf_tile for the
     whole batch in float64: every row's top n of ``w[i] - v``. A tile where that is already a
@@ -386,11 +309,11 @@ def _mcf_kernel(x, n, m, t0, t1, tiles_per_row, sweeps, net, out):  # type: igno
                         a = abs(np.float64(xr[b * m + j]))
                         wr[j, i * nb + b] = a
                         fmax[b] = a if a > fmax[b] else fmax[b]
-                        special[b] |= not (a <= _SCALE_ABOVE)
+                        special[b] |= not (a <= SCALE_ABOVE)
         for b in range(nb):
             if inside and not special[b]:
                 continue
-            fmax[b] = _load_tile(x, r0, cb + b * m, m, w)
+            fmax[b] = load_tile(x, r0, cb + b * m, m, w)
             if fmax[b] < 0.0:
                 nan_at[blk] = first + b
                 break
@@ -430,7 +353,7 @@ def _mcf_kernel(x, n, m, t0, t1, tiles_per_row, sweeps, net, out):  # type: igno
             for i in range(m):
                 for b in range(nb):
                     t64[j, i * nb + b] = wr[j, i * nb + b] - vr[j * nb + b]
-        _sort_lanes(t64, lanes, net)
+        sort_lanes(t64, lanes, net)
         for k in range(lanes):
             th[k] = t64[n - 1, k]
             untied[k % nb] &= t64[n, k] < th[k]
@@ -466,7 +389,7 @@ def _mcf_kernel(x, n, m, t0, t1, tiles_per_row, sweeps, net, out):  # type: igno
                 if not (_mcf_complete(w, *args) if untied[b] else _mcf_tile(w, *args, wT)):
                     fail_at[blk] = first + b
                     break
-            _store_tile(keep, r0, cb + b * m, m, out)
+            store_tile(keep, r0, cb + b * m, m, out)
     first_nan = -1
     first_fail = -1
     for b in range(nblocks):
@@ -513,7 +436,7 @@ def _better(v, k, best, key):  # type: ignore[no-untyped-def]
 def _score24_run(x, r0, c0, length, vals, keys, special):  # type: ignore[no-untyped-def]
     """Exact 2:4 tiles in rows r0..r0+3, columns c0..c0+4*length (inside x): keys[t] <- the best tile's
     key (row r's kept columns as bits 4r..4r+3), special[t] <- whether the tile holds inf, NaN or a
-    magnitude above _SCALE_ABOVE (its key is then garbage). Vectorised over tiles.
+    magnitude above SCALE_ABOVE (its key is then garbage). Vectorised over tiles.
 
     ``p{r}{c}`` is row r's sum over combo c (01 02 03 12 13 23; combo 5 - c is the complement of c).
     Choosing combos (c0, c1) for rows 0 and 1 fixes what rows 2 and 3 must cover, so each of the 36
@@ -540,7 +463,7 @@ def _score24_run(x, r0, c0, length, vals, keys, special):  # type: ignore[no-unt
         p20, p21, p22, p23, p24, p25 = a20 + a21, a20 + a22, a20 + a23, a21 + a22, a21 + a23, a22 + a23
         p30, p31, p32, p33, p34, p35 = a30 + a31, a30 + a32, a30 + a33, a31 + a32, a31 + a33, a32 + a33
         total = (p00 + p05) + (p10 + p15) + ((p20 + p25) + (p30 + p35))
-        special[t] = not (total <= _SCALE_ABOVE)  # inf, NaN or huge somewhere in the tile
+        special[t] = not (total <= SCALE_ABOVE)  # inf, NaN or huge somewhere in the tile
         # rows 2-3 under tops (c, c): (5 - c, 5 - c); under (c, 5 - c): the best (c2, 5 - c2)
         d0, d1, d2, d3, d4, d5 = p25 + p35, p24 + p34, p23 + p33, p22 + p32, p21 + p31, p20 + p30
         o, ok = p20 + p35, 49920.0
@@ -609,7 +532,7 @@ def _enum4_kernel(x, t0, t1, tiles_per_row, combos, configs, cfgkeys, out, out32
     Tiles are taken in runs of up to _CHUNK4 consecutive tiles of one tile row. 2:4 runs inside the
     matrix go to _score24_run; otherwise the n-subset sums of every row are laid out tile-last, so
     that scoring a candidate tile is one vectorised loop over the run. Tiles with inf, huge
-    magnitudes or padding are re-solved by _enum4_tile on the safe values from _load_tile (same
+    magnitudes or padding are re-solved by _enum4_tile on the safe values from load_tile (same
     candidate order, same sums, same tie rule). Each tile's result is a key (``cfgkeys``: row r's
     kept columns as bits 4r..4r+3), written with one 32-bit store per tile row into ``out32``
     (``out`` viewed as uint32, 4 bools per element, or empty when the width does not allow it).
@@ -647,7 +570,7 @@ def _enum4_kernel(x, t0, t1, tiles_per_row, combos, configs, cfgkeys, out, out32
                     for t in range(length):
                         c = cbase + 4 * t + p
                         a = abs(np.float64(x[r0 + r, c])) if row_ok and c < cols else np.inf
-                        usual = a <= _SCALE_ABOVE  # False for inf, huge, padding and NaN
+                        usual = a <= SCALE_ABOVE  # False for inf, huge, padding and NaN
                         vals[p, t] = a if usual else 0.0
                         special[t] |= not usual
                 for c in range(ncombo):
@@ -672,7 +595,7 @@ def _enum4_kernel(x, t0, t1, tiles_per_row, combos, configs, cfgkeys, out, out32
         w = np.empty((4, 4))
         for t in range(length):
             if special[t]:
-                if _load_tile(x, r0, cbase + 4 * t, 4, w) < 0.0:
+                if load_tile(x, r0, cbase + 4 * t, 4, w) < 0.0:
                     nan_at[q] = first + t
                     break
                 keys[t] = cfgkeys[_enum4_tile(w, combos, configs)]
@@ -1004,7 +927,7 @@ def _approx_kernel(x, n, m, t0, t1, tiles_per_row, net, sel, out, stage):  # typ
         for t in range(t0 + b * _BLOCK, min(t1, t0 + (b + 1) * _BLOCK)):
             r0 = (t // tiles_per_row) * m
             c0 = (t % tiles_per_row) * m
-            if _load_tile(x, r0, c0, m, w) < 0.0:
+            if load_tile(x, r0, c0, m, w) < 0.0:
                 nan_at[b] = t
                 break
             _greedy_tile(w, n, m, net, keep, rdeg, cdeg, tmp, order, ptr, hold, stack, instack, ja)
@@ -1014,7 +937,7 @@ def _approx_kernel(x, n, m, t0, t1, tiles_per_row, net, sel, out, stage):  # typ
                     fail_at[b] = t
                     break
                 exact[b] += status
-            _store_tile(keep, r0, c0, m, out)
+            store_tile(keep, r0, c0, m, out)
     return _first(nan_at), _first(fail_at), exact.sum()
 
 
@@ -1032,7 +955,7 @@ def _greedy4_run(x, r0, c0, length, n, net16, vals, sv, si, keys, code):  # type
     over tiles, for the tiles where that is easy: vals[4 r + j, t] <- |x| as float64, code[t] <- 0
     if keys[t] (bit 4 r + j) is the tile's final mask, 1 if keys[t] is only its greedy b-matching
     (the rest of the method is left to _approx_rest), 2 if the tile holds inf, NaN or a magnitude
-    above _SCALE_ABOVE (left to the whole method from _load_tile on).
+    above SCALE_ABOVE (left to the whole method from load_tile on).
 
     The greedy is _greedy_tile's: all 16 (weight, flat index) pairs sorted by a sorting network
     with the same order (weight descending, lower index first), then scanned with row and column
@@ -1122,7 +1045,7 @@ def _greedy4_run(x, r0, c0, length, n, net16, vals, sv, si, keys, code):  # type
             after += vals[e, t] if (exchanged[t] >> e) & 1 else 0.0
         settled = (rc[t] == full) & (cc[t] == full) & (after >= before)
         keys[t] = exchanged[t] if settled else keys[t]
-        code[t] = 2 if not total[t] <= _SCALE_ABOVE else 0 if settled else 1
+        code[t] = 2 if not total[t] <= SCALE_ABOVE else 0 if settled else 1
 
 
 @kernel(parallel=True)
@@ -1133,7 +1056,7 @@ def _approx4_kernel(x, n, t0, t1, tiles_per_row, net, sel, net16, out, out32):  
     _enum4_kernel). _greedy4_run settles most tiles inside the matrix (about 84% of Gaussian 2:4
     tiles); from its greedy b-matching, the others (a row or column left short, or a weight that
     dropped in the exchange pass) go through _approx_rest, and tiles with padding, inf, NaN or
-    huge values through the scalar method from _load_tile on, exactly as in _approx_kernel.
+    huge values through the scalar method from load_tile on, exactly as in _approx_kernel.
     ``out32`` is ``out`` viewed as uint32 or empty, as for _enum4_kernel. Returns what
     _approx_kernel returns.
     """
@@ -1206,7 +1129,7 @@ def _approx4_kernel(x, n, t0, t1, tiles_per_row, net, sel, net16, out, out32):  
                         rdeg[i] += keep[i, j]
                         cdeg[j] += keep[i, j]
             else:
-                if _load_tile(x, r0, c0, 4, w) < 0.0:
+                if load_tile(x, r0, c0, 4, w) < 0.0:
                     nan_at[q] = first + t
                     break
                 _greedy_tile(w, n, 4, net, keep, rdeg, cdeg, tmp, order, ptr, hold, stack, instack, ja)
@@ -1215,7 +1138,7 @@ def _approx4_kernel(x, n, t0, t1, tiles_per_row, net, sel, net16, out, out32):  
                 fail_at[q] = first + t
                 break
             exact[q] += status
-            _store_tile(keep, r0, c0, 4, out)
+            store_tile(keep, r0, c0, 4, out)
     return _first(nan_at), _first(fail_at), exact.sum()
 
 
@@ -1399,7 +1322,7 @@ def _run(x: np.ndarray, n: int, m: int, method: str, progress: bool) -> np.ndarr
     if x.size == 0:
         return np.zeros(x.shape, dtype=bool)
     if method in ("mcf", "approx"):
-        with threads_for(x.size, _PARALLEL_MIN_SIZE):
+        with threads_for(x.size, TRANSPOSABLE_PARALLEL_MIN):
             return _solve_kernel(x, n, m, method, progress)[0]
     return _solve_reference(x, n, m, method, progress)
 
@@ -1682,7 +1605,7 @@ def transposable_report(
 def _objective(x: np.ndarray, mask: np.ndarray) -> float:
     if x.size == 0:
         return 0.0
-    with threads_for(x.size, _PARALLEL_MIN_SIZE):
+    with threads_for(x.size, TRANSPOSABLE_PARALLEL_MIN):
         return float(_kept_sum(x, mask))
 
 
@@ -1699,7 +1622,7 @@ def _approx_with_stats(W: Any, n: int, m: int) -> tuple[np.ndarray, int]:
     x, n, m = _check_matrix(W, n, m, pad=True)
     if x.size == 0:
         return np.zeros(x.shape, dtype=bool), 0
-    with threads_for(x.size, _PARALLEL_MIN_SIZE):
+    with threads_for(x.size, TRANSPOSABLE_PARALLEL_MIN):
         return _solve_kernel(x, n, m, "approx", False)
 
 
@@ -1709,7 +1632,7 @@ def _stage_mask(W: Any, n: int, m: int, stage: int) -> np.ndarray:
     out = np.zeros(x.shape, dtype=np.bool_)
     tiles_per_row = -(-x.shape[1] // m)
     total = -(-x.shape[0] // m) * tiles_per_row
-    with threads_for(x.size, _PARALLEL_MIN_SIZE):
+    with threads_for(x.size, TRANSPOSABLE_PARALLEL_MIN):
         _approx_kernel(x, n, m, 0, total, tiles_per_row, _network(m), _network(m, n), out, stage)
     return out
 
@@ -1720,7 +1643,7 @@ def _mcf_generic(W: Any, n: int, m: int) -> np.ndarray:
     out = np.zeros(x.shape, dtype=np.bool_)
     tiles_per_row = -(-x.shape[1] // m)
     total = -(-x.shape[0] // m) * tiles_per_row
-    with threads_for(x.size, _PARALLEL_MIN_SIZE):
+    with threads_for(x.size, TRANSPOSABLE_PARALLEL_MIN):
         nan, fail = _mcf_kernel(x, n, m, 0, total, tiles_per_row, _sweeps(m), _network(m, n), out)
     if nan >= 0:
         reject_nan(x, "W")

@@ -74,7 +74,7 @@ def test_network_and_quickselect_oracle_with_ties_across_blocks_and_row_chunks(n
 def test_multithreaded_rows_agree_with_reference(n, m):
     # large enough (>= _PARALLEL_MIN_SIZE entries) for the prange path; chunks of rows run on
     # different threads, each with its own scratch
-    from nmsolve.nm import _PARALLEL_MIN_SIZE
+    from nmsolve._jit import NM_PARALLEL_MIN as _PARALLEL_MIN_SIZE
 
     x = np.random.default_rng(n).integers(-3, 4, size=(330, 200 if m == 100 else 224)).astype(np.float32)
     assert x.size >= _PARALLEL_MIN_SIZE
@@ -85,7 +85,7 @@ def test_multithreaded_rows_agree_with_reference(n, m):
 def test_selection_network_puts_nth_and_next_largest_on_their_wires(m):
     # zero-one principle: a comparator network selects correctly for every input iff it does for
     # every input of zeros and ones (all 2**m of them here)
-    from nmsolve.nm import _selection_network
+    from nmsolve._kernels import selection_network as _selection_network
 
     inputs = (np.arange(2**m)[:, None] >> np.arange(m)) & 1
     expected = -np.sort(-inputs, axis=1)
@@ -401,7 +401,7 @@ def test_axis0_nan_is_an_error_naming_the_location():
 def test_network_kernel_every_n_with_ties_across_blocks(m):
     # the selection-network path for every n, few distinct values (ties at the threshold), and rows of
     # two blocks and 3 * m entries so that full blocks and a short one all run
-    from nmsolve.nm import _BLOCK_VALUES
+    from nmsolve._kernels import BLOCK_VALUES as _BLOCK_VALUES
 
     rng = np.random.default_rng(m)
     x = rng.integers(-2, 3, size=(3, 2 * _BLOCK_VALUES + 3 * m)).astype(np.float32)
@@ -412,12 +412,15 @@ def test_network_kernel_every_n_with_ties_across_blocks(m):
 
 @pytest.mark.parametrize(("n", "m"), [(4, 8), (8, 16), (16, 32)])
 def test_register_network_oracle_with_ties_inf_unaligned_rows_and_nan(n, m):
-    # float32 n:2n runs the register-resident network (_keep_registers); rows of two blocks + 2m + 3
+    # float32 n:2n runs the register-resident network (_registers_block); rows of two blocks + 2m + 3
     # entries start at addresses that are not multiples of 16 bytes (its 16-byte transpose), span full
     # blocks and a short one, end in a padded group, and 9 rows are enough for the multithreaded path;
     # more rows than _ROW_CHUNKS put several rows in a chunk (16:32 prefetches the next block, in the
     # same row or the next one)
-    from nmsolve.nm import _BLOCK_VALUES, _PARALLEL_MIN_SIZE, _REGISTER_PATTERNS, _ROW_CHUNKS
+    from nmsolve._jit import NM_PARALLEL_MIN as _PARALLEL_MIN_SIZE
+    from nmsolve._kernels import BLOCK_VALUES as _BLOCK_VALUES
+    from nmsolve._kernels import ROW_CHUNKS as _ROW_CHUNKS
+    from nmsolve.nm import _REGISTER_PATTERNS
 
     assert (n, m) in _REGISTER_PATTERNS
     rng = np.random.default_rng(m)

@@ -95,25 +95,31 @@ def test_prefer_512_bit_vectors_marks_the_kernel_in_its_ir():
     assert '"prefer-vector-width"="512"' in attributes and "noinline" in attributes, attributes
 
 
-def test_no_python_function_is_compiled_by_two_kernels():
-    # numba's on-disk cache keys compiled code by the Python function and signature, not by options
-    # such as parallel=True: two dispatchers of one function load each other's code from the cache
-    # (a serial and a parallel copy once ran at half speed that way). Use _jit.threads_for instead.
+def test_no_two_kernels_share_a_cache_entry():
+    # numba's on-disk cache keys compiled code by module, qualified name and first line (plus the
+    # signature), not by options such as parallel=True: two dispatchers with one key load each
+    # other's code from the cache (a serial and a parallel copy once ran at half speed that way).
+    # _jit.specialise gives each kernel it makes from a shared source a name of its own.
     import importlib
 
     from numba.core.registry import CPUDispatcher
 
-    from nmsolve._jit import WARMUP_MODULES
+    from nmsolve._jit import SPECIALISED, WARMUP_MODULES
 
+    nmsolve.warmup()  # makes the specialised kernels the hot paths use
+    kernels = [
+        (f"{module_name}.{name}", obj)
+        for module_name in WARMUP_MODULES
+        for name, obj in vars(importlib.import_module(module_name)).items()
+        if isinstance(obj, CPUDispatcher) and obj.__module__ == module_name
+    ]
+    kernels += [(f"{k.__module__}.{k.py_func.__qualname__}", k) for k in SPECIALISED]
     seen: dict[object, str] = {}
-    for module_name in WARMUP_MODULES:
-        module = importlib.import_module(module_name)
-        for name, obj in vars(module).items():
-            if isinstance(obj, CPUDispatcher) and obj.__module__ == module_name:
-                key = obj.py_func.__code__
-                assert key not in seen, f"{module_name}.{name} and {seen[key]} compile the same function"
-                seen[key] = f"{module_name}.{name}"
-    assert len(seen) > 20
+    for label, obj in kernels:
+        key = (obj.py_func.__module__, obj.py_func.__qualname__, obj.py_func.__code__.co_firstlineno)
+        assert key not in seen or seen[key] == label, f"{label} and {seen[key]} share the cache entry {key}"
+        seen[key] = label
+    assert len(seen) > 20 and any(label.endswith("_serial") for label in seen.values())
 
 
 def test_cli_demo_runs_on_gaussian_and_rejects_bad_pattern(capsys):

@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import nmsolve
-from nmsolve.training._fused import PARALLEL_MIN_SIZE, bimask4_into, masked_term_into, nm4_into
+from nmsolve._jit import TRAINING_PARALLEL_MIN as PARALLEL_MIN_SIZE
+from nmsolve.training._fused import bimask4_into, masked_term_into, nm4_into
 from tests.reference import bimask_backward_naive, nm_mask_sorted
 
 

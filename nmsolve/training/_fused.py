@@ -24,30 +24,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from nmsolve._jit import kernel, prange, threads_for
+from nmsolve._jit import TRAINING_PARALLEL_MIN, kernel, prange, threads_for
+from nmsolve._kernels import rank4
 from nmsolve._validate import raise_nan
 
-# Parallel regions cost a thread wake-up (tens of microseconds, much more on a loaded machine), so
-# small arrays run on one thread (here and in nmsolve.training.srste).
-PARALLEL_MIN_SIZE = 1 << 18
 _CHUNKS = 64
-
-
-@kernel()
-def _keep4(a, b, c, d, n):  # type: ignore[no-untyped-def]
-    """Whether each of the 4 keys is among the n largest (ties to the lower index; NaN never wins)."""
-    ba = np.int32(b > a)
-    ca = np.int32(c > a)
-    da = np.int32(d > a)
-    cb = np.int32(c > b)
-    db = np.int32(d > b)
-    dc = np.int32(d > c)
-    return (
-        ba + ca + da < n,
-        (1 - ba) + cb + db < n,
-        (2 - ca - cb) + dc < n,
-        (3 - da - db - dc) < n,
-    )
 
 
 @kernel()
@@ -63,7 +44,7 @@ def _nm4_row(wr, n, mr, sr, kr, tr, decay, one, zero):  # type: ignore[no-untype
         wa, wb, wc, wd = wr[k], wr[k + 1], wr[k + 2], wr[k + 3]
         a, b, c, d = abs(wa), abs(wb), abs(wc), abs(wd)
         nan |= (a != a) | (b != b) | (c != c) | (d != d)
-        ka, kb, kc, kd = _keep4(a, b, c, d, n)
+        ka, kb, kc, kd = rank4(a, b, c, d, n)
         fa = one if ka else zero
         fb = one if kb else zero
         fc = one if kc else zero
@@ -145,7 +126,7 @@ def _bimask4(w, n, perm, fmask, bmask, fmasked, bmasked, term, decay):  # type: 
             k0, k1, k2, k3 = keys[0], keys[1], keys[2], keys[3]
             f0, f1, f2, f3 = fmask[r0], fmask[r1], fmask[r2], fmask[r3]
             for j in range(cols):
-                ka, kb, kc, kd = _keep4(k0[j], k1[j], k2[j], k3[j], n)
+                ka, kb, kc, kd = rank4(k0[j], k1[j], k2[j], k3[j], n)
                 ka &= f0[j] != 0  # B is a subset of F (a zero weight inside F ties with the pruned ones)
                 kb &= f1[j] != 0
                 kc &= f2[j] != 0
@@ -199,7 +180,7 @@ def nm4_into(
     ``masked`` with ``weight * mask`` and, if ``term`` is given, ``term`` with the SR-STE term
     ``decay * (1 - mask) * weight``, in one pass. NaN raises ``ValueError`` (outputs then undefined)."""
     _check((weight, mask, masked) + (() if term is None else (term,)))
-    with threads_for(weight.size, PARALLEL_MIN_SIZE):
+    with threads_for(weight.size, TRAINING_PARALLEL_MIN):
         bad = _nm4(weight, n, mask, masked, term, weight.dtype.type(decay))
     if bad >= 0:
         raise_nan("weight", np.argwhere(np.isnan(weight))[0])
@@ -209,7 +190,7 @@ def masked_term_into(weight: np.ndarray, mask: np.ndarray, masked: np.ndarray, t
     """``masked = weight * mask`` and ``term = decay * (1 - mask) * weight`` (the SR-STE term) in one
     pass, for a fixed 0/1 mask (transposable training). C-contiguous 2-D arrays of one shape and dtype."""
     _check((weight, mask, masked, term), group=1)
-    with threads_for(weight.size, PARALLEL_MIN_SIZE):
+    with threads_for(weight.size, TRAINING_PARALLEL_MIN):
         flat = [a.reshape(-1) for a in (weight, mask, masked, term)]
         _masked_term(flat[0], flat[1], flat[2], flat[3], weight.dtype.type(decay))
 
@@ -234,7 +215,7 @@ def bimask4_into(
     p = np.ascontiguousarray(perm, dtype=np.int64)
     if p.shape != (weight.shape[0],):
         raise ValueError(f"perm must have shape ({weight.shape[0]},), got {p.shape}")
-    with threads_for(weight.size, PARALLEL_MIN_SIZE):
+    with threads_for(weight.size, TRAINING_PARALLEL_MIN):
         bad = _bimask4(weight, n, p, fmask, bmask, fmasked, bmasked, term, weight.dtype.type(decay))
     if bad >= 0:
         raise_nan("weight", np.argwhere(np.isnan(weight))[0])
@@ -242,7 +223,7 @@ def bimask4_into(
 
 def _warmup() -> None:
     for dtype in (np.float32, np.float64):
-        for rows, cols in ((4, 8), (4, PARALLEL_MIN_SIZE // 4)):
+        for rows, cols in ((4, 8), (4, TRAINING_PARALLEL_MIN // 4)):
             w = np.arange(rows * cols, dtype=dtype).reshape(rows, cols)
             nm4_into(w, 2, np.empty_like(w), np.empty_like(w))
             nm4_into(w, 2, np.empty_like(w), np.empty_like(w), np.empty_like(w), 1e-4)

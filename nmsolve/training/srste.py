@@ -6,21 +6,14 @@ from typing import Any
 
 import numpy as np
 
-from nmsolve._jit import kernel, prange, threads_for
+from nmsolve._jit import TRAINING_PARALLEL_MIN, kernel, prange, threads_for
+from nmsolve._kernels import BLOCK_VALUES, NETWORK_MAX_M, ROW_CHUNKS, has_nan, keep_network, selection_network
 from nmsolve._validate import as_array, as_scores, raise_nan, reject_nan
-from nmsolve.nm import (
-    _BLOCK_VALUES,
-    _NETWORK_MAX_M,
-    _ROW_CHUNKS,
-    _has_nan,
-    _keep_network,
-    _selection_network,
-)
-from nmsolve.training._fused import PARALLEL_MIN_SIZE, nm4_into
+from nmsolve.training._fused import nm4_into
 
 # Longest group that the fused kernel handles (nmsolve.nm's selection network); longer groups fall
 # back to nmsolve.nm_mask.
-FUSED_MAX_M = _NETWORK_MAX_M
+FUSED_MAX_M = NETWORK_MAX_M
 
 SRSTE_DECAY = 2e-4
 """The published lambda_W of SR-STE."""
@@ -93,12 +86,12 @@ def _magnitude_nm(w, n, m, network, mask, masked, one):  # type: ignore[no-untyp
     the dtype of ``one``, masked = w * mask. Returns the first row holding NaN, or -1.
 
     For m != 4 (m = 4 has its own vectorised kernel, nmsolve.training._fused.nm4_into). The selection
-    is nmsolve.nm's selection network run on |w| of one block of about _BLOCK_VALUES entries at a time,
+    is nmsolve.nm's selection network run on |w| of one block of about BLOCK_VALUES entries at a time,
     copied into cache-sized scratch, so that w is read once and mask and masked are written once.
     """
     rows, length = w.shape
-    step = max(1, _BLOCK_VALUES // m) * m
-    chunks = min(rows, _ROW_CHUNKS)
+    step = max(1, BLOCK_VALUES // m) * m
+    chunks = min(rows, ROW_CHUNKS)
     bad = np.zeros(rows, dtype=np.bool_)
     for c in prange(chunks):
         xa = np.empty(step, dtype=w.dtype)
@@ -111,9 +104,9 @@ def _magnitude_nm(w, n, m, network, mask, masked, one):  # type: ignore[no-untyp
                 size = min(step, length - start)
                 for i in range(size):
                     xa[i] = abs(wr[start + i])
-                nan = _has_nan(xa[:size])
+                nan = has_nan(xa[:size])
                 if not nan:
-                    _keep_network(xa[:size], n, m, network, scratch, kept[:size])
+                    keep_network(xa[:size], n, m, network, scratch, kept[:size])
                 if nan:
                     break
                 for i in range(size):
@@ -145,21 +138,21 @@ def magnitude_nm_into(weight: np.ndarray, n: int, m: int, mask: np.ndarray, mask
     if m == 4:  # the common case: one vectorised pass
         nm4_into(weight, n, mask, masked)
         return
-    with threads_for(weight.size, PARALLEL_MIN_SIZE):
-        bad = _magnitude_nm(weight, n, m, _selection_network(n, m), mask, masked, mask.dtype.type(1))
+    with threads_for(weight.size, TRAINING_PARALLEL_MIN):
+        bad = _magnitude_nm(weight, n, m, selection_network(n, m), mask, masked, mask.dtype.type(1))
     if bad >= 0:
         raise_nan("weight", np.argwhere(np.isnan(weight))[0])
 
 
 def srste_decay_into(grad: np.ndarray, weight: np.ndarray, mask: np.ndarray, decay: float) -> None:
     """``grad += decay * (1 - mask) * weight`` in place, one pass (C-contiguous arrays of one shape)."""
-    with threads_for(grad.size, PARALLEL_MIN_SIZE):
+    with threads_for(grad.size, TRAINING_PARALLEL_MIN):
         _decay(grad.reshape(-1), weight.reshape(-1), mask.reshape(-1), decay)
 
 
 def _warmup() -> None:
     for dtype in (np.float32, np.float64):
-        for cols in (8, PARALLEL_MIN_SIZE // 2):
+        for cols in (8, TRAINING_PARALLEL_MIN // 2):
             w = np.arange(2 * cols, dtype=dtype).reshape(2, cols)
             magnitude_nm_into(w, 2, 8, np.empty_like(w), np.empty_like(w))  # m = 4 is nmsolve.training._fused
             srste_decay_into(np.zeros_like(w), w, np.ones_like(w), 1e-4)
