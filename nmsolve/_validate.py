@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 def check_nm(n: Any, m: Any, *, allow_dense: bool = True) -> tuple[int, int]:
@@ -100,6 +103,26 @@ def raise_nan(name: str, index: Any) -> None:
         f"{name} contains NaN (first at index {tuple(int(i) for i in np.atleast_1d(index))}); "
         "masks are decided by comparisons, so replace NaN first, e.g. np.nan_to_num(scores, nan=0.0)"
     )
+
+
+def choose(table: Mapping[str, T], value: Any, what: str = "method") -> T:
+    """The entry of a method table named ``value``; an unknown name lists the valid ones.
+
+    Every solver family keeps one table (name -> entry) that both documents and dispatches its
+    methods; this is the one place that reads it.
+
+    Examples
+    --------
+    >>> choose({"fast": 1, "exact": 2}, "exact")
+    2
+    >>> choose({"fast": 1, "exact": 2}, "exakt")
+    Traceback (most recent call last):
+    ...
+    ValueError: method must be one of ['exact', 'fast'], got 'exakt'
+    """
+    if not isinstance(value, str) or value not in table:
+        raise ValueError(f"{what} must be one of {sorted(table)}, got {value!r}")
+    return table[value]
 
 
 def as_rng(rng: Any) -> np.random.Generator:
