@@ -52,8 +52,8 @@ def kernel(*, parallel: bool = False, inline: bool = False) -> Callable[[F], F]:
     """
 
     def wrap(fn: F) -> F:
-        options = {"inline": "always"} if inline else {}
-        return numba.njit(cache=CACHE, fastmath=False, nogil=True, parallel=parallel, **options)(fn)  # type: ignore[return-value]
+        when = "always" if inline else "never"
+        return numba.njit(cache=CACHE, fastmath=False, nogil=True, parallel=parallel, inline=when)(fn)  # type: ignore[return-value]
 
     return wrap
 

@@ -232,7 +232,7 @@ def _row_kernel(path: tuple[int, int] | str, parallel: bool) -> Any:
     elif path == "network":
         block = _block_network
     else:
-        n, m = path  # type: ignore[misc]
+        n, m = path  # type: ignore[misc,str-unpack]
         template = _pairs_block if m == 32 else _registers_block
         block = specialise(template, f"_block_{n}_{m}", _select=_register_kernel(n, m))
     name = path if isinstance(path, str) else f"{path[0]}_{path[1]}"
