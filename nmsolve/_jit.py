@@ -21,7 +21,7 @@ import importlib
 import os
 import types as types_module
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numba
 from numba.core import types
@@ -52,7 +52,7 @@ def kernel(*, parallel: bool = False, inline: bool = False) -> Callable[[F], F]:
     """
 
     def wrap(fn: F) -> F:
-        when = "always" if inline else "never"
+        when: Literal["always", "never"] = "always" if inline else "never"
         return numba.njit(cache=CACHE, fastmath=False, nogil=True, parallel=parallel, inline=when)(fn)  # type: ignore[return-value]
 
     return wrap
