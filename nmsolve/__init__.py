@@ -26,10 +26,10 @@ _EXPORTS: dict[str, str] = {
     "nm_mask": "nmsolve.nm",
     "magnitude_mask": "nmsolve.nm",
     "is_nm": "nmsolve.nm",
-    "combinations": "nmsolve.nm",
-    "combination_scores": "nmsolve.nm",
-    "best_combination": "nmsolve.nm",
-    "combination_mask": "nmsolve.nm",
+    "combinations": "nmsolve.combination",
+    "combination_scores": "nmsolve.combination",
+    "best_combination": "nmsolve.combination",
+    "combination_mask": "nmsolve.combination",
     "weight_to_2d": "nmsolve.layout",
     "weight_from_2d": "nmsolve.layout",
     "apply_2d": "nmsolve.layout",
@@ -76,6 +76,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 if TYPE_CHECKING:  # static analysers see ordinary imports
     from nmsolve._jit import warmup
     from nmsolve.checkpoint import checkpoint_report, open_checkpoint, prune_checkpoint, write_checkpoint
+    from nmsolve.combination import best_combination, combination_mask, combination_scores, combinations
     from nmsolve.convert import ConversionResult, expected_retention, unstructured_to_nm
     from nmsolve.diversity import MaskDiversity, mask_diversity, transposable_tile_count, transposable_tile_log10
     from nmsolve.fanin import (
@@ -91,15 +92,7 @@ if TYPE_CHECKING:  # static analysers see ordinary imports
     )
     from nmsolve.layout import WeightLayout, apply_2d, weight_from_2d, weight_to_2d
     from nmsolve.metrics import kept_fraction, kept_magnitude
-    from nmsolve.nm import (
-        best_combination,
-        combination_mask,
-        combination_scores,
-        combinations,
-        is_nm,
-        magnitude_mask,
-        nm_mask,
-    )
+    from nmsolve.nm import is_nm, magnitude_mask, nm_mask
     from nmsolve.permutation import (
         BiMaskResult,
         ChannelPermutationResult,

@@ -393,7 +393,7 @@ def test_parallel_kernels_match_the_oracles(monkeypatch, seed):
     """Small inputs run the serial kernels; force the parallel ones (rows in prange) and compare."""
     from nmsolve import fanin
 
-    monkeypatch.setattr(fanin, "_PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(fanin, "FANIN_PARALLEL_MIN", 0)
     rng = np.random.default_rng(seed)
     w = np.round(rng.normal(size=(9, 14)), 1)  # rounding makes ties
     g = np.round(rng.normal(size=(9, 14)), 1)

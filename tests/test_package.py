@@ -25,6 +25,14 @@ def test_every_public_name_resolves_and_is_documented(name):
     assert obj.__doc__ and len(obj.__doc__.strip()) > 20, f"{name} needs a docstring"
 
 
+def test_no_submodule_shadows_a_public_name():
+    # importing nmsolve.X sets the attribute X of the package to the module, hiding a function X
+    import pkgutil
+
+    submodules = {info.name for info in pkgutil.iter_modules(nmsolve.__path__)}
+    assert "nm" in submodules and not submodules & set(nmsolve.__all__)
+
+
 def test_unknown_attribute_raises():
     with pytest.raises(AttributeError, match="no attribute 'nm_maks'"):
         nmsolve.nm_maks  # noqa: B018

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from nmsolve._validate import check_int
-from nmsolve.nm import combination_scores, is_nm
+from nmsolve.combination import combination_scores
+from nmsolve.nm import is_nm
 from nmsolve.torch._convert import to_numpy
 from nmsolve.torch.training import Layer, NMTraining
 from nmsolve.training.lbc import LBCState, lbc_cardinality

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from nmsolve._validate import as_array, as_scores, check_int, check_nm, reject_nan
-from nmsolve.nm import combination_mask, combination_scores, combinations
+from nmsolve.combination import combination_mask, combination_scores, combinations
 
 
 def lbc_cardinality(epoch: int, count: int, *, t_f: int, t_i: int = 0, p: float = 3) -> int:

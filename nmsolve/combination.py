@@ -1,0 +1,151 @@
+"""The C(m, n) combinations of a group (seed: Learning Best Combination, LBC): tables, per-group
+scores of every combination, the best one, and masks from chosen combinations or alive sets."""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import numpy as np
+
+from nmsolve._validate import as_array, as_scores, check_axis, check_group_length, check_nm, reject_nan
+
+MAX_COMBINATIONS = 1 << 20
+
+
+@functools.lru_cache(maxsize=64)
+def _combination_table(n: int, m: int) -> np.ndarray:
+    count = math.comb(m, n)
+    if count > MAX_COMBINATIONS:
+        raise ValueError(
+            f"C({m}, {n}) = {count} combinations is more than {MAX_COMBINATIONS} rows; "
+            "combination tables are meant for small groups such as 2:4, 4:8 or 8:16"
+        )
+    table = np.zeros((count, m), dtype=np.bool_)
+    # Rows in itertools.combinations order, built by recursion on the first kept index.
+    row = 0
+
+    def fill(first: int, chosen: list[int]) -> None:
+        nonlocal row
+        if len(chosen) == n:
+            table[row, chosen] = True
+            row += 1
+            return
+        for j in range(first, m - (n - len(chosen)) + 1):
+            fill(j + 1, [*chosen, j])
+
+    fill(0, [])
+    table.setflags(write=False)
+    return table
+
+
+def combinations(n: int, m: int) -> np.ndarray:
+    """The ``C(m, n)`` subsets of size ``n`` of a group of ``m``, as a read-only bool table.
+
+    Row ``c`` is the ``c``-th tuple of ``itertools.combinations(range(m), n)`` (lexicographic order).
+    Tables are cached; at most ``MAX_COMBINATIONS`` (about a million) rows are built.
+
+    Returns
+    -------
+    table : ndarray of bool, shape (C(m, n), m), read-only
+
+    Examples
+    --------
+    >>> combinations(2, 4).astype(int)
+    array([[1, 1, 0, 0],
+           [1, 0, 1, 0],
+           [1, 0, 0, 1],
+           [0, 1, 1, 0],
+           [0, 1, 0, 1],
+           [0, 0, 1, 1]])
+    """
+    return _combination_table(*check_nm(n, m))
+
+
+def combination_scores(scores: Any, n: int, m: int, *, axis: int = -1) -> np.ndarray:
+    """Sum of the scores of every combination in every group: ``groups @ combinations(n, m).T``.
+
+    Parameters
+    ----------
+    scores : array_like, shape (..., L, ...) with L a multiple of m along ``axis``
+
+    Returns
+    -------
+    ndarray of float64, shape (..., L // m, C(m, n))
+        ``axis`` moved last and split into groups; entry ``[..., g, c]`` is the total score of
+        combination ``c`` in group ``g``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> combination_scores(np.array([4.0, 1.0, 3.0, 2.0]), 2, 4)
+    array([[5., 7., 6., 4., 3., 5.]])
+    """
+    n, m = check_nm(n, m)
+    x = as_scores(scores)
+    axis = check_axis(axis, x.ndim)
+    check_group_length(x.shape[axis], m, axis, pad=False)
+    moved = np.moveaxis(x, axis, -1)
+    reject_nan(x)
+    groups = moved.reshape(*moved.shape[:-1], moved.shape[-1] // m, m).astype(np.float64)
+    return groups @ combinations(n, m).T.astype(np.float64)
+
+
+def best_combination(combo_scores: Any) -> np.ndarray:
+    """Index of the highest-scoring combination per group (the lowest index among ties).
+
+    ``combo_scores`` has shape ``(..., C)``, e.g. from :func:`combination_scores` or learned LBC
+    scores; the result has shape ``(...)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> best_combination(np.array([[5.0, 7.0, 7.0, 1.0]]))
+    array([1])
+    """
+    cs = as_scores(combo_scores, "combo_scores")
+    reject_nan(cs, "combo_scores")
+    return np.argmax(cs, axis=-1)
+
+
+def combination_mask(selection: Any, n: int, m: int, *, axis: int = -1) -> np.ndarray:
+    """Mask from chosen combinations: one index per group, or the union of an alive set per group.
+
+    Parameters
+    ----------
+    selection : array_like
+        Either integer combination indices of shape ``(..., G)`` (one per group), or a boolean
+        alive set of shape ``(..., G, C(m, n))`` whose union per group is kept (as in LBC).
+    n, m : int
+    axis : int, default -1
+        Where the grouped axis (of length ``G * m``) goes in the result.
+
+    Returns
+    -------
+    mask : ndarray of bool, shape with ``G * m`` at ``axis``
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> combination_mask(np.array([0, 5]), 2, 4).astype(int)
+    array([1, 1, 0, 0, 0, 0, 1, 1])
+    """
+    n, m = check_nm(n, m)
+    table = combinations(n, m)
+    sel = as_array(selection, "selection")
+    if sel.dtype.kind == "b":
+        if sel.ndim < 2 or sel.shape[-1] != len(table):
+            raise ValueError(f"a boolean selection needs shape (..., G, {len(table)}) for C({m}, {n}), got {sel.shape}")
+        groups = (sel.astype(np.uint8) @ table.astype(np.uint8)) > 0
+    elif sel.dtype.kind in "iu":
+        if sel.ndim < 1:
+            raise ValueError("an index selection needs shape (..., G), got a 0-d array")
+        if sel.size and (sel.min() < 0 or sel.max() >= len(table)):
+            raise ValueError(f"combination indices must lie in [0, {len(table)}), got {sel.min()}..{sel.max()}")
+        groups = table[sel]
+    else:
+        raise TypeError(f"selection must hold integer indices or booleans, got dtype {sel.dtype}")
+    flat = groups.reshape(*groups.shape[:-2], groups.shape[-2] * m)
+    axis = check_axis(axis, flat.ndim)
+    return np.ascontiguousarray(np.moveaxis(flat, -1, axis))
