@@ -5,7 +5,7 @@ submodules listed in ``_EXPORTS``; a training method is added by one line there.
 
 * :func:`sparsify`, :func:`bake`, :func:`remove_masks`, :func:`get_masks`, :func:`load_state_dict`,
   :func:`to_semi_structured` (:mod:`nmsolve.torch.adapter`): one-shot masks on a model.
-* :class:`SparseTraining` / :class:`NMTraining` (:mod:`nmsolve.torch.training`): the base of the
+* :class:`SparseTraining` / :class:`NMTraining` (:mod:`nmsolve.torch.sparse_training`): the base of the
   training methods :class:`SRSTE`, :class:`LBC`, :class:`BiMask`, :class:`TransposableTraining`.
 """
 
@@ -29,9 +29,9 @@ _EXPORTS: dict[str, str] = {
     "MaskParametrization": "nmsolve.torch.adapter",
     "SparsityReport": "nmsolve.torch.adapter",
     "LayerReport": "nmsolve.torch.adapter",
-    "SparseTraining": "nmsolve.torch.training",
-    "NMTraining": "nmsolve.torch.training",
-    "Layer": "nmsolve.torch.training",
+    "SparseTraining": "nmsolve.torch.sparse_training",
+    "NMTraining": "nmsolve.torch.sparse_training",
+    "Layer": "nmsolve.torch.sparse_training",
     "SRigL": "nmsolve.torch.srigl",
     "CondensedLinear": "nmsolve.torch.srigl",
     "condense_model": "nmsolve.torch.srigl",
@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     )
     from nmsolve.torch.bimask import BiMask
     from nmsolve.torch.lbc import LBC
+    from nmsolve.torch.sparse_training import Layer, NMTraining, SparseTraining
     from nmsolve.torch.srigl import CondensedLinear, SRigL, condense_model
     from nmsolve.torch.srste import SRSTE
-    from nmsolve.torch.training import Layer, NMTraining, SparseTraining
     from nmsolve.torch.transposable import TransposableTraining

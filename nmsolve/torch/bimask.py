@@ -14,8 +14,8 @@ from nmsolve.layout import weight_from_2d, weight_to_2d
 from nmsolve.nm import is_nm
 from nmsolve.torch._convert import to_numpy
 from nmsolve.torch.adapter import MaskParametrization, mask_parametrization, require
+from nmsolve.torch.sparse_training import Layer, NMTraining
 from nmsolve.torch.srste import add_pending_term, offer_term, term_buffer, use_term_linear, withdraw_term
-from nmsolve.torch.training import Layer, NMTraining
 from nmsolve.training._fused import bimask4_into
 from nmsolve.training.schedule import Every
 from nmsolve.training.srste import SRSTE_DECAY, check_decay

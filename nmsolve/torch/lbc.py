@@ -12,7 +12,7 @@ from nmsolve._validate import check_int
 from nmsolve.combination import combination_scores
 from nmsolve.nm import is_nm
 from nmsolve.torch._convert import to_numpy
-from nmsolve.torch.training import Layer, NMTraining
+from nmsolve.torch.sparse_training import Layer, NMTraining
 from nmsolve.training.lbc import LBCState, lbc_cardinality
 
 

@@ -1,6 +1,6 @@
 """SRigL for torch: constant fan-in dynamic sparse training, and the condensed linear layer for inference.
 
-:class:`SRigL` is a :class:`~nmsolve.torch.training.SparseTraining` method: every chosen layer
+:class:`SRigL` is a :class:`~nmsolve.torch.sparse_training.SparseTraining` method: every chosen layer
 (Linear or Conv2d; rows = output channels, fan-in = everything else) keeps a constant fan-in mask
 that :func:`nmsolve.rigl_update` rewires every ``delta`` steps (drop by magnitude, grow by the
 dense gradient, ablate rows with too few salient weights). The backward pass leaves the gradient
@@ -46,7 +46,7 @@ from torch import nn
 
 from nmsolve.fanin import CondensedMatrix, _linear_unchecked, condense, is_constant_fanin
 from nmsolve.torch._convert import to_mask, to_numpy
-from nmsolve.torch.training import Layer, SparseTraining
+from nmsolve.torch.sparse_training import Layer, SparseTraining
 from nmsolve.training.srigl import (
     SRIGL_ALPHA,
     SRIGL_DELTA,
@@ -91,7 +91,7 @@ class SRigL(SparseTraining):
         Allow ablation in the last chosen layer (usually the classifier, whose rows are classes).
     **kwargs
         ``include``, ``exclude``, ``types``, ``dense_first_last`` of
-        :class:`~nmsolve.torch.training.SparseTraining`.
+        :class:`~nmsolve.torch.sparse_training.SparseTraining`.
 
     Notes
     -----

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from nmsolve.torch.adapter import MaskParametrization, mask_parametrization
-from nmsolve.torch.training import Layer, NMTraining, SparseTraining
+from nmsolve.torch.sparse_training import Layer, NMTraining, SparseTraining
 from nmsolve.training._fused import nm4_into
 from nmsolve.training.srste import FUSED_MAX_M, SRSTE_DECAY, check_decay, magnitude_nm_into, srste_decay_into
 
@@ -193,7 +193,7 @@ class SRSTE(NMTraining):
     decay : float, default 2e-4
         The published lambda_W; 0 gives the plain straight-through estimator.
     pad, include, exclude, types, dense_first_last
-        See :class:`~nmsolve.torch.training.NMTraining` and :func:`~nmsolve.torch.sparsify`.
+        See :class:`~nmsolve.torch.sparse_training.NMTraining` and :func:`~nmsolve.torch.sparsify`.
 
     Notes
     -----
