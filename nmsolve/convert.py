@@ -8,9 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from nmsolve._validate import as_array, as_scores, check_group_length, check_int, check_nm, reject_nan
-
-_RULES = ("binomial", "density", "empirical")
+from nmsolve._validate import as_array, as_scores, check_group_length, check_int, check_nm, choose, reject_nan
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,17 +84,27 @@ def expected_retention(density: float, n: int, m: int) -> float:
     return expected_min / (m * density)
 
 
-def _choose_n(rule: str, density: float, m: int, retain: float, survivors: np.ndarray) -> int:
-    if rule == "density":
-        return min(m, max(1, math.ceil(density * m - 1e-12)))
-    if rule == "binomial":
-        return next(n for n in range(1, m + 1) if expected_retention(density, n, m) >= retain - 1e-12)
-    # empirical: the smallest n that keeps `retain` of this mask's survivors (without permutation)
+def _n_from_density(density: float, m: int, retain: float, survivors: np.ndarray) -> int:
+    """The smallest n with n/m at least the density."""
+    return min(m, max(1, math.ceil(density * m - 1e-12)))
+
+
+def _n_from_binomial(density: float, m: int, retain: float, survivors: np.ndarray) -> int:
+    """The smallest n whose expected retention of randomly placed survivors reaches ``retain``."""
+    return next(n for n in range(1, m + 1) if expected_retention(density, n, m) >= retain - 1e-12)
+
+
+def _n_from_survivors(density: float, m: int, retain: float, survivors: np.ndarray) -> int:
+    """The smallest n that keeps ``retain`` of this mask's survivors (without permutation)."""
     total = survivors.sum()
     if total == 0:
         return 1
     counts = survivors.reshape(survivors.shape[0], -1, m).sum(axis=2)
     return next(n for n in range(1, m + 1) if np.minimum(counts, n).sum() >= retain * total - 1e-9)
+
+
+# How unstructured_to_nm chooses n when it is not given (rule= name -> function).
+RULES = {"density": _n_from_density, "binomial": _n_from_binomial, "empirical": _n_from_survivors}
 
 
 def _select(absw: np.ndarray, survivors: np.ndarray, perm: np.ndarray, n: int, m: int) -> np.ndarray:
@@ -280,8 +288,7 @@ def unstructured_to_nm(
     reject_nan(w_in, "W")
     matrix, layout = weight_to_2d(w_in)
     m = check_int(m, "m", minimum=1)
-    if rule not in _RULES:
-        raise ValueError(f"rule must be one of {sorted(_RULES)}, got {rule!r}")
+    choose_n = choose(RULES, rule, "rule")
     if isinstance(retain, (bool, np.bool_)) or not isinstance(retain, (int, float, np.floating)) or not 0 < retain <= 1:
         raise ValueError(f"retain must be a number in (0, 1], got {retain!r}")
     if isinstance(ridge, (bool, np.bool_)) or not isinstance(ridge, (int, float, np.floating)) or not ridge >= 0:
@@ -300,7 +307,7 @@ def unstructured_to_nm(
     density = float(survivors.mean()) if survivors.size else 0.0
 
     if n is None:
-        n = _choose_n(rule, density, m, float(retain), survivors)
+        n = choose_n(density, m, float(retain), survivors)
         chosen_by = rule
     else:
         chosen_by = "given"

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from nmsolve._validate import check_int, check_nm
+from nmsolve._validate import check_int, check_nm, choose
 
 __all__ = ["MaskDiversity", "mask_diversity", "transposable_tile_count", "transposable_tile_log10"]
 
@@ -193,12 +193,6 @@ _TILE_LOG10_METHODS: dict[str, Callable[[int, int], float]] = {
 }
 
 
-def _check_method(method: Any, methods: dict[str, Any]) -> str:
-    if method not in methods:
-        raise ValueError(f"method must be one of {sorted(methods)}, got {method!r}")
-    return str(method)
-
-
 def transposable_tile_log10(m: int, n: int, *, method: str = "auto") -> float:
     """``log10 K(m, n)``, exact for ``m <= 16`` and asymptotic beyond (see Notes).
 
@@ -238,8 +232,7 @@ def transposable_tile_log10(m: int, n: int, *, method: str = "auto") -> float:
     >>> abs(transposable_tile_log10(16, 8, method="asymptotic") - transposable_tile_log10(16, 8)) < 0.001
     True
     """
-    method = _check_method(method, _TILE_LOG10_METHODS)
-    return _TILE_LOG10_METHODS[method](*_check_tile(m, n))
+    return choose(_TILE_LOG10_METHODS, method)(*_check_tile(m, n))
 
 
 # --------------------------------------------------------------------------- mask_diversity

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from nmsolve._validate import check_nm
+from nmsolve._validate import check_nm, choose
 from nmsolve.metrics import kept_fraction
 from nmsolve.torch._convert import to_mask, to_numpy
 
@@ -571,8 +571,7 @@ def sparsify(
     True
     """
     n, m = check_nm(n, m)
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {sorted(_METHODS)}, got {method!r}")
+    solve = choose(_METHODS, method)
     opts = dict(options or {})
     chosen, reports = select_layers(
         model, include=include, exclude=exclude, types=types, dense_first_last=dense_first_last
@@ -587,7 +586,7 @@ def sparsify(
         s = w if scores is None else np.asarray(scores(name, module))
         if s.shape != w.shape:
             raise ValueError(f"scores for layer {name!r} have shape {s.shape}, expected the weight's {w.shape}")
-        mask = _METHODS[method](s, n, m, pad, opts)
+        mask = solve(s, n, m, pad, opts)
         attach_mask(module, mask)
         reports.append(layer_report(name, module, mask_parametrization(module).mask, pattern))  # type: ignore[union-attr]
     return sort_report(reports, model)
