@@ -6,8 +6,11 @@ of them:
 * compilation is lazy (no signatures, nothing compiled at import);
 * ``fastmath`` is off, because masks are decided by comparisons and must treat ``inf`` and ties
   exactly;
-* the on-disk cache is on unless ``NMSOLVE_NUMBA_CACHE=0`` is set in the environment (useful for
-  read-only installs);
+* the on-disk cache is on unless ``NMSOLVE_NUMBA_CACHE=0`` is set in the environment. It lives in
+  ``__pycache__`` beside the sources; where the package directory is read-only numba uses the user's
+  cache directory (``~/.cache/numba``, or ``NUMBA_CACHE_DIR``), and where that is not writable either,
+  :func:`_ensure_cache_dir` points numba at a per-user folder of the temporary directory, so that no
+  process compiles everything anew just because the install is read-only;
 * ``NUMBA_DISABLE_JIT=1`` runs every kernel as plain Python, which the test suite uses to prove the
   kernels' logic independently of the compiler;
 * LLVM vectorises with 256-bit registers even where the CPU has 512-bit ones (its tuning for Intel
@@ -19,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import tempfile
 import types as types_module
 from collections.abc import Callable, Iterator
 from typing import Any, Literal, TypeVar
@@ -30,6 +34,32 @@ from numba.extending import intrinsic
 F = TypeVar("F", bound=Callable[..., Any])
 
 CACHE = os.environ.get("NMSOLVE_NUMBA_CACHE", "1") != "0"
+
+
+def _writable(folder: str) -> bool:
+    """Whether files can be created in ``folder`` (made if missing); tried, not read from mode bits."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError:
+        return False
+    return True
+
+
+def _ensure_cache_dir() -> None:
+    """Give numba a writable cache folder where neither the package nor the user cache is writable."""
+    if not CACHE or numba.config.CACHE_DIR:  # type: ignore[attr-defined]
+        return
+    from numba.misc.appdirs import AppDirs
+
+    package = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
+    if _writable(package) or _writable(AppDirs(appname="numba", appauthor=False).user_cache_dir):
+        return  # numba's own locators find these
+    user = os.getuid() if hasattr(os, "getuid") else os.getlogin()
+    numba.config.CACHE_DIR = os.path.join(tempfile.gettempdir(), f"nmsolve-numba-cache-{user}")  # type: ignore[attr-defined]
+
+
+_ensure_cache_dir()
 
 prange = numba.prange
 

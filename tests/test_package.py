@@ -130,6 +130,40 @@ def test_no_two_kernels_share_a_cache_entry():
     assert len(seen) > 20 and any(label.endswith("_serial") for label in seen.values())
 
 
+READ_ONLY_RUN = """
+import os, tempfile
+real = tempfile.TemporaryFile
+def refuse(*args, dir=None, **kwargs):  # what a read-only folder does to numba's and our probes
+    if dir is not None and os.path.abspath(dir).startswith(tuple({read_only!r})):
+        raise PermissionError(13, "Read-only file system", dir)
+    return real(*args, dir=dir, **kwargs)
+tempfile.TemporaryFile = refuse
+import numpy as np, numba, nmsolve
+from nmsolve._jit import SPECIALISED
+nmsolve.nm_mask(np.arange(64.0, dtype=np.float32).reshape(8, 8), 2, 4)
+print(sum(sum(k.stats.cache_hits.values()) for k in SPECIALISED))
+"""
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="inspects the numba cache")
+@pytest.mark.parametrize("user_cache_writable", [True, False])
+def test_read_only_install_still_caches_compiled_kernels(tmp_path, user_cache_writable):
+    # a read-only package directory: numba caches in the user's cache folder, and where that is not
+    # writable either, nmsolve._jit points numba at a per-user folder of the temporary directory;
+    # either way a second process loads the kernels from the cache instead of compiling them
+    package = str(ROOT / "nmsolve")
+    user_cache = tmp_path / "home-cache"
+    read_only = [package] if user_cache_writable else [package, str(user_cache)]
+    env = {"XDG_CACHE_HOME": str(user_cache), "TMPDIR": str(tmp_path / "tmp"), "NUMBA_CACHE_DIR": ""}
+    (tmp_path / "tmp").mkdir()
+    code = READ_ONLY_RUN.format(read_only=read_only)
+    first, second = run_python(code, **env), run_python(code, **env)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert first.stdout.split() == ["0"] and int(second.stdout) > 0
+    expected = user_cache / "numba" if user_cache_writable else tmp_path / "tmp" / f"nmsolve-numba-cache-{os.getuid()}"
+    assert any(expected.rglob("*.nbi")), sorted(tmp_path.rglob("*"))
+
+
 def test_cli_demo_runs_on_gaussian_and_rejects_bad_pattern(capsys):
     from nmsolve.cli import main
 
