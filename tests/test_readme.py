@@ -115,19 +115,21 @@ def test_readme_blocks_run_in_order(tmp_path, monkeypatch):
         pytest.importorskip(module)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # restored afterwards, also when a block sets it
-    monkeypatch.setattr(sys, "argv", ["README.md"])
+    import torch
+
     namespace: dict = {}
     ran = 0
-    for block in blocks(README.read_text()):
-        if block.lang == "python":
-            if not block.code.startswith(CONTINUES):
-                namespace = {"__name__": "__readme__"}
-            run_python(block, namespace)
-        elif skip_reason(block) is None:
-            run_bash(block, tmp_path)
-        else:
-            continue
-        ran += 1
+    with torch.random.fork_rng():  # the blocks seed torch; later tests see the generator as it was
+        for block in blocks(README.read_text()):
+            if block.lang == "python":
+                if not block.code.startswith(CONTINUES):
+                    namespace = {"__name__": "__readme__"}
+                run_python(block, namespace)
+            elif skip_reason(block) is None:
+                run_bash(block, tmp_path)
+            else:
+                continue
+            ran += 1
     assert ran >= 10
 
 
@@ -184,8 +186,19 @@ def citation_errors(text: str, results: Path = _readme.RESULTS) -> tuple[int, li
 
 
 def test_generated_results_table_matches_the_results_files():
-    # on failure: `python -m bench readme` rewrites the table from bench/results/*.md
-    assert _readme.section(README.read_text()) == _readme.render()
+    assert _readme.section(README.read_text()) == _readme.render(), "run `python -m bench readme`"
+
+
+def test_generator_refuses_a_missed_target_it_would_not_report(tmp_path):
+    for path in _readme.RESULTS.glob("*.md"):
+        (tmp_path / path.name).write_text(path.read_text())
+    assert _readme.render(tmp_path) == _readme.render()
+    permutation = tmp_path / "permutation.md"
+    text = permutation.read_text()
+    assert "(target < 1 s: met)" in text
+    permutation.write_text(text.replace("(target < 1 s: met)", "(target < 1 s: NOT met)"))
+    with pytest.raises(_readme.LayoutError, match="does not report"):
+        _readme.render(tmp_path)
 
 
 def test_bench_readme_rewrites_a_stale_table(tmp_path):
