@@ -134,7 +134,7 @@ def test_prune_transposable_method_and_masks_file(tmp_path, capsys):
 
 
 def test_transposable_method_unavailable_is_reported(tmp_path, capsys, monkeypatch):
-    import nmsolve.checkpoint as ckpt
+    import nmsolve.checkpoint.prune as ckpt
 
     monkeypatch.setattr(ckpt, "_transposable_methods", lambda: (None, []))
     src = save(tmp_path / "in.npz", tensors())
@@ -314,11 +314,11 @@ def test_bad_input_fails_cleanly_and_leaves_nothing(tmp_path, capsys):
 
 
 def test_failure_midway_removes_outputs(tmp_path, monkeypatch):
-    import nmsolve.checkpoint as ckpt
+    import nmsolve.checkpoint.prune as ckpt
 
     src = save(tmp_path / "in.npz", tensors())
     calls = []
-    real = ckpt._scores_2d
+    real = ckpt.scores_2d
 
     def failing(info, array):
         calls.append(info.name)
@@ -326,7 +326,7 @@ def test_failure_midway_removes_outputs(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # even an interrupt leaves no partial file
         return real(info, array)
 
-    monkeypatch.setattr(ckpt, "_scores_2d", failing)
+    monkeypatch.setattr(ckpt, "scores_2d", failing)
     before = snapshot(tmp_path)
     with pytest.raises(KeyboardInterrupt):
         nmsolve.prune_checkpoint(src, tmp_path / "out.safetensors", masks=tmp_path / "m.npz")

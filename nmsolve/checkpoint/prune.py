@@ -1,0 +1,396 @@
+"""Prune a checkpoint's weights to N:M or transposable N:M: tensor selection, mask methods, :func:`prune_checkpoint`.
+
+Weights of 2 or more dimensions are masked on their channel-last 2-D view (:mod:`nmsolve.layout`):
+a Linear ``[out, in]`` as is, a conv ``[out, in, kh, kw]`` as ``[out * kh * kw, in]``, groups along
+``in``. Pruned entries are set to zero in the tensor's own dtype (float16 and bfloat16 included).
+
+Tensors are read, masked and written one at a time (:mod:`nmsolve.checkpoint.formats`); the pruned
+checkpoint and the optional masks file appear together, and only when both are complete.
+
+The selection and scoring helpers (:func:`select`, :func:`scores_2d`, :func:`kept_and_total`,
+:func:`warm`) are shared with :mod:`nmsolve.checkpoint.report`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nmsolve._validate import check_nm
+from nmsolve.checkpoint.formats import (
+    WRITERS,
+    CheckpointError,
+    TensorInfo,
+    atomic_files,
+    check_writable,
+    decode_float,
+    format_of,
+    open_checkpoint,
+    same_file,
+)
+
+__all__ = [
+    "DEFAULT_EXCLUDE",
+    "DEFAULT_REPORT_METHODS",
+    "LayerPrune",
+    "PruneResult",
+    "kept_and_total",
+    "mask_methods",
+    "prune_checkpoint",
+    "scores_2d",
+    "select",
+    "warm",
+]
+
+# Embedding tables are 2-D but are lookups, not matrix products: left dense unless asked for.
+DEFAULT_EXCLUDE: tuple[str, ...] = ("embed",)
+
+# --------------------------------------------------------------------------- methods
+
+
+def _transposable_methods() -> tuple[Callable[..., np.ndarray] | None, list[str]]:
+    """``nmsolve.transposable_mask`` and its method names, or ``(None, [])`` if it is not available."""
+    try:
+        module = importlib.import_module("nmsolve.transposable")
+        solver = module.transposable_mask
+    except (ImportError, AttributeError):
+        return None, []
+    for attr in ("METHODS", "TRANSPOSABLE_METHODS", "_METHODS"):
+        names = getattr(module, attr, None)
+        if isinstance(names, (dict, tuple, list)) and names:
+            return solver, sorted(str(k) for k in names)
+    try:  # fall back on the project-wide error message "method must be one of [...]"
+        solver(np.ones((4, 4)), 2, 4, method="\x00")
+    except ValueError as err:
+        found = re.search(r"method must be one of \[([^\]]*)\]", str(err))
+        if found:
+            return solver, sorted(s.strip().strip("'\"") for s in found.group(1).split(",") if s.strip())
+    return solver, []
+
+
+# Names the CLI recognises as transposable methods even when the module is missing (for the message).
+EXPECTED_TRANSPOSABLE = ("approx", "mcf")
+
+
+def mask_methods(n: int, m: int) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """Available mask methods by name: ``"nm"`` and every ``nmsolve.transposable_mask`` method.
+
+    Each takes a 2-D weight matrix ``(rows, cols)`` (groups along ``cols``) and returns a bool mask.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> mask_methods(2, 4)["nm"](np.array([[1.0, -3.0, 2.0, 0.0]])).astype(int)
+    array([[0, 1, 1, 0]])
+    """
+    import nmsolve
+
+    n, m = check_nm(n, m)
+    methods: dict[str, Callable[[np.ndarray], np.ndarray]] = {"nm": lambda w: nmsolve.magnitude_mask(w, n, m)}
+    solver, names = _transposable_methods()
+    for name in names:
+        methods[name] = lambda w, name=name: solver(np.abs(w), n, m, method=name)  # type: ignore[misc]
+    return methods
+
+
+def is_transposable_method(method: str) -> bool:
+    return method != "nm"
+
+
+# What ``nmsolve report`` measures by default: the fast methods (the reference flow solvers are slow).
+DEFAULT_REPORT_METHODS = ("nm", "approx", "mcf")
+
+
+def warm(solve: Callable[[np.ndarray], np.ndarray], dtype: np.dtype, m: int, done: set[Any]) -> None:
+    """Call ``solve`` once on a tiny matrix of ``dtype`` so that compilation is not timed."""
+    key = (id(solve), np.dtype(dtype).str)
+    if key not in done:
+        done.add(key)
+        with contextlib.suppress(ValueError, TypeError):
+            solve(np.ones((m, m), dtype=dtype))
+
+
+def _unavailable(method: str, available: Sequence[str]) -> CheckpointError:
+    if method in EXPECTED_TRANSPOSABLE and _transposable_methods()[0] is None:
+        return CheckpointError(
+            f"method {method!r} is unavailable: nmsolve.transposable_mask is not part of this installation; "
+            f"available: {sorted(available)}"
+        )
+    return CheckpointError(f"method must be one of {sorted(available)}, got {method!r}")
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def _compile(patterns: Sequence[str], what: str) -> list[re.Pattern[str]]:
+    out = []
+    for pattern in patterns:
+        try:
+            out.append(re.compile(pattern))
+        except re.error as err:
+            raise CheckpointError(f"{what} pattern {pattern!r} is not a valid regular expression: {err}") from None
+    return out
+
+
+def select(
+    infos: Sequence[TensorInfo], include: Sequence[str] = (), exclude: Sequence[str] = DEFAULT_EXCLUDE
+) -> list[TensorInfo]:
+    """The tensors to prune: float, 2-D or more, name matching an ``include`` regex (any; all if none)
+    and no ``exclude`` regex (``re.search``, so a substring is enough)."""
+    inc, exc = _compile(include, "--include"), _compile(exclude, "--exclude")
+    chosen = []
+    for info in infos:
+        if not info.is_float or len(info.shape) < 2:
+            continue
+        if inc and not any(p.search(info.name) for p in inc):
+            continue
+        if any(p.search(info.name) for p in exc):
+            continue
+        chosen.append(info)
+    return chosen
+
+
+def _matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    return shape[0] * math.prod(shape[2:]), shape[1]
+
+
+def _check_divisible(infos: Sequence[TensorInfo], m: int, transposable: bool) -> None:
+    for info in infos:
+        rows, cols = _matrix_shape(info.shape)
+        if cols % m:
+            raise CheckpointError(
+                f"tensor {info.name!r} of shape {info.shape} has {cols} input channels, not a multiple of m={m}; "
+                f"leave it out with --exclude '{re.escape(info.name)}' or choose an m that divides {cols}"
+            )
+        if transposable and rows % m:
+            view = "rows" if len(info.shape) == 2 else "rows of its channel-last view (out * kernel)"
+            raise CheckpointError(
+                f"tensor {info.name!r} of shape {info.shape} has {rows} {view}, not a multiple of m={m}, "
+                "which transposable masks need; leave it out with "
+                f"--exclude '{re.escape(info.name)}' or use --method nm"
+            )
+
+
+def _to_2d(array: np.ndarray) -> np.ndarray:
+    if array.ndim == 2:
+        return array
+    return np.ascontiguousarray(np.moveaxis(array, 1, -1)).reshape(_matrix_shape(array.shape))
+
+
+def _from_2d(matrix: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    if len(shape) == 2:
+        return matrix
+    return np.ascontiguousarray(np.moveaxis(matrix.reshape(shape[0], *shape[2:], shape[1]), -1, 1))
+
+
+def scores_2d(info: TensorInfo, array: np.ndarray) -> np.ndarray:
+    weights = decode_float(array, info.dtype)
+    if np.isnan(weights).any():
+        raise CheckpointError(f"tensor {info.name!r} contains NaN; repair the checkpoint first")
+    return _to_2d(weights)
+
+
+# --------------------------------------------------------------------------- prune
+
+
+@dataclass(frozen=True)
+class LayerPrune:
+    """One pruned tensor: its kept fraction of ``sum |W|`` and the time its mask took."""
+
+    name: str
+    shape: tuple[int, ...]
+    pattern: str
+    kept_fraction: float
+    kept_magnitude: float
+    total_magnitude: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What :func:`prune_checkpoint` did."""
+
+    source: Path
+    destination: Path
+    masks: Path | None
+    method: str
+    n: int
+    m: int
+    layers: tuple[LayerPrune, ...]
+    copied: int  # tensors written unchanged
+    seconds: float
+
+    @property
+    def kept_fraction(self) -> float:
+        """Kept share of the total ``sum |W|`` over all pruned tensors."""
+        total = sum(layer.total_magnitude for layer in self.layers)
+        return sum(layer.kept_magnitude for layer in self.layers) / total if total else 1.0
+
+    @property
+    def pruned_parameters(self) -> int:
+        return sum(math.prod(layer.shape) for layer in self.layers)
+
+
+def kept_and_total(weights2d: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    magnitude = np.abs(weights2d.astype(np.float64, copy=False))
+    return float(magnitude[mask].sum()), float(magnitude.sum())
+
+
+def prune_checkpoint(
+    source: str | os.PathLike[str],
+    destination: str | os.PathLike[str],
+    *,
+    n: int = 2,
+    m: int = 4,
+    method: str = "nm",
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = DEFAULT_EXCLUDE,
+    masks: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> PruneResult:
+    """Prune the selected weights of a checkpoint to N:M (or transposable N:M) and write a new file.
+
+    Parameters
+    ----------
+    source, destination : str or Path
+        Input and output checkpoints (.safetensors, .npz, .pt; the formats may differ). The source is
+        never modified; the destination must differ from it.
+    n, m : int
+        The pattern: keep ``n`` of every ``m`` along the input channels.
+    method : str, default "nm"
+        ``"nm"`` (magnitude N:M) or a :func:`nmsolve.transposable_mask` method (see
+        :func:`mask_methods`).
+    include, exclude : sequence of str
+        Regular expressions (``re.search``) on tensor names; float tensors of 2 or more dimensions
+        that match an ``include`` (or all, if none) and no ``exclude`` are pruned. Default excludes
+        embedding tables.
+    masks : str or Path, optional
+        Also write the boolean masks of the pruned tensors here (.safetensors or .npz).
+    overwrite : bool, default False
+        Allow replacing an existing destination (never the source).
+    progress : bool, default False
+        Show a tqdm progress bar over tensors.
+
+    Returns
+    -------
+    PruneResult
+        Per-layer kept magnitude and time, totals.
+
+    Raises
+    ------
+    FileNotFoundError, CheckpointError (ValueError)
+        Missing or unreadable source, destination equal to the source or existing, ``n > m``, a
+        selected tensor whose input channels (or rows, for transposable methods) are not a multiple
+        of ``m``, NaN weights, unavailable method. Nothing is written in any of these cases.
+
+    Notes
+    -----
+    Every selected tensor is checked before anything is written; tensors are then read, masked and
+    written one at a time. Conv weights ``[out, in, *kernel]`` are masked on their channel-last view
+    ``[out * prod(kernel), in]`` (groups along ``in``). Pruned entries become zero in the tensor's
+    own dtype. Ties follow the chosen solver (lower index first for ``"nm"``).
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> folder = tempfile.mkdtemp()
+    >>> np.savez(os.path.join(folder, "in.npz"), fc=np.arange(1.0, 17.0).reshape(2, 8))
+    >>> result = prune_checkpoint(os.path.join(folder, "in.npz"), os.path.join(folder, "out.npz"), n=2, m=4)
+    >>> np.load(os.path.join(folder, "out.npz"))["fc"]
+    array([[ 0.,  0.,  3.,  4.,  0.,  0.,  7.,  8.],
+           [ 0.,  0., 11., 12.,  0.,  0., 15., 16.]])
+    """
+    n, m = check_nm(n, m)
+    start = time.perf_counter()
+    source, destination = Path(source), Path(destination)
+    masks_path = Path(masks) if masks is not None else None
+    outputs = [destination] + ([masks_path] if masks_path is not None else [])
+    for out in outputs:
+        if same_file(out, source):
+            raise CheckpointError(f"{out} is the input checkpoint; write the pruned model to a new file")
+    if masks_path is not None and same_file(masks_path, destination):
+        raise CheckpointError("--masks must name a different file than the pruned checkpoint")
+    methods = mask_methods(n, m)
+    if method not in methods:
+        raise _unavailable(method, list(methods))
+    solve = methods[method]
+    transposable = is_transposable_method(method)
+    if transposable:
+        check_nm(n, m, allow_dense=False)  # a transposable pattern needs n < m
+    pattern = f"{n}:{m} T" if transposable else f"{n}:{m}"
+    with open_checkpoint(source) as reader:
+        chosen = {info.name for info in select(reader.infos, include, exclude)}
+        selected = [info for info in reader.infos if info.name in chosen]
+        _check_divisible(selected, m, transposable)
+        fmt = format_of(destination)
+        check_writable(fmt, reader.infos, destination)
+        mask_infos = [TensorInfo(info.name, info.shape, "BOOL") for info in selected]
+        for out in outputs:
+            if out.exists() and not overwrite:
+                raise CheckpointError(f"{out} already exists; choose another name or pass --overwrite")
+            if not out.parent.is_dir():
+                raise CheckpointError(f"folder {out.parent} does not exist")
+        layers: list[LayerPrune] = []
+        packed_masks: list[np.ndarray] = []  # 1 bit per pruned weight until the masks file is written
+        warmed: set[Any] = set()
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(selected), desc=f"prune {pattern}", unit="tensor")
+
+        def pruned_tensors() -> Iterator[np.ndarray]:
+            for info in reader.infos:
+                array = reader.read(info.name)
+                if info.name not in chosen:
+                    yield array
+                    continue
+                if bar is not None:
+                    bar.set_postfix_str(info.name[-40:], refresh=False)
+                weights = scores_2d(info, array)
+                warm(solve, weights.dtype, m, warmed)
+                tick = time.perf_counter()
+                mask2d = np.asarray(solve(weights), dtype=bool)
+                seconds = time.perf_counter() - tick
+                kept, total = kept_and_total(weights, mask2d)
+                layers.append(
+                    LayerPrune(info.name, info.shape, pattern, kept / total if total else 1.0, kept, total, seconds)
+                )
+                mask = _from_2d(mask2d, info.shape)
+                if masks_path is not None:
+                    packed_masks.append(np.packbits(mask, axis=None))
+                if bar is not None:
+                    bar.update(1)
+                yield np.where(mask, array, np.zeros((), dtype=array.dtype))
+
+        meta = dict(reader.metadata)
+        meta["nmsolve"] = f"pruned {pattern} method={method} from {source.name}"
+        try:
+            with atomic_files(outputs) as temps:
+                with open(temps[0], "wb") as fp:
+                    WRITERS[fmt](fp, reader.infos, pruned_tensors(), meta)
+                if masks_path is not None:
+                    with open(temps[1], "wb") as fp:
+                        unpacked = (
+                            np.unpackbits(bits, count=info.size).view(bool).reshape(info.shape)
+                            for bits, info in zip(packed_masks, mask_infos, strict=True)
+                        )
+                        WRITERS[format_of(masks_path)](fp, mask_infos, unpacked, {"nmsolve": f"masks {pattern}"})
+        finally:
+            if bar is not None:
+                bar.close()
+        copied = len(reader.infos) - len(selected)
+    return PruneResult(
+        source, destination, masks_path, method, n, m, tuple(layers), copied, time.perf_counter() - start
+    )
