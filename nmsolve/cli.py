@@ -127,13 +127,15 @@ def _add_selection_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``nmsolve prune``."""
+    from nmsolve.checkpoint import MASK_METHODS
+
     parser.add_argument("input", metavar="IN", help="checkpoint to read (.safetensors, .npz, .pt/.pth/.bin)")
     parser.add_argument("output", metavar="OUT", help="pruned checkpoint to write (format from its extension)")
-    parser.add_argument(
-        "--method",
-        default="nm",
-        help="nm (magnitude N:M) or a transposable method of nmsolve.transposable_mask, e.g. mcf, approx",
-    )
+    by_description: dict[str, list[str]] = {}
+    for name, entry in MASK_METHODS.items():
+        by_description.setdefault(entry.description, []).append(name)
+    methods = "; ".join(f"{', '.join(names)}: {text}" for text, names in by_description.items())
+    parser.add_argument("--method", default="nm", help=f"how to choose the mask (default nm). {methods}")
     parser.add_argument("--masks", metavar="FILE", help="also write the boolean masks (.safetensors or .npz)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT (and FILE) if they exist")
     _add_selection_arguments(parser)

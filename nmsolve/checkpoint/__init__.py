@@ -25,7 +25,9 @@ from nmsolve.checkpoint.formats import CheckpointError, TensorInfo, open_checkpo
 from nmsolve.checkpoint.prune import (
     DEFAULT_EXCLUDE,
     DEFAULT_REPORT_METHODS,
+    MASK_METHODS,
     LayerPrune,
+    MaskMethod,
     PruneResult,
     mask_methods,
     prune_checkpoint,
@@ -35,10 +37,12 @@ from nmsolve.checkpoint.report import CheckpointReport, LayerReport, checkpoint_
 __all__ = [
     "DEFAULT_EXCLUDE",
     "DEFAULT_REPORT_METHODS",
+    "MASK_METHODS",
     "CheckpointError",
     "CheckpointReport",
     "LayerPrune",
     "LayerReport",
+    "MaskMethod",
     "PruneResult",
     "TensorInfo",
     "checkpoint_report",

@@ -14,7 +14,7 @@ The selection and scoring helpers (:func:`select`, :func:`scores_2d`, :func:`kep
 from __future__ import annotations
 
 import contextlib
-import importlib
+import functools
 import math
 import os
 import re
@@ -38,13 +38,19 @@ from nmsolve.checkpoint.formats import (
     open_checkpoint,
     same_file,
 )
+from nmsolve.nm import magnitude_mask
+from nmsolve.transposable import METHODS as TRANSPOSABLE_METHODS
+from nmsolve.transposable import transposable_mask
 
 __all__ = [
     "DEFAULT_EXCLUDE",
     "DEFAULT_REPORT_METHODS",
+    "MASK_METHODS",
     "LayerPrune",
+    "MaskMethod",
     "PruneResult",
     "kept_and_total",
+    "mask_method",
     "mask_methods",
     "prune_checkpoint",
     "scores_2d",
@@ -58,32 +64,50 @@ DEFAULT_EXCLUDE: tuple[str, ...] = ("embed",)
 # --------------------------------------------------------------------------- methods
 
 
-def _transposable_methods() -> tuple[Callable[..., np.ndarray] | None, list[str]]:
-    """``nmsolve.transposable_mask`` and its method names, or ``(None, [])`` if it is not available."""
-    try:
-        module = importlib.import_module("nmsolve.transposable")
-        solver = module.transposable_mask
-    except (ImportError, AttributeError):
-        return None, []
-    for attr in ("METHODS", "TRANSPOSABLE_METHODS", "_METHODS"):
-        names = getattr(module, attr, None)
-        if isinstance(names, (dict, tuple, list)) and names:
-            return solver, sorted(str(k) for k in names)
-    try:  # fall back on the project-wide error message "method must be one of [...]"
-        solver(np.ones((4, 4)), 2, 4, method="\x00")
-    except ValueError as err:
-        found = re.search(r"method must be one of \[([^\]]*)\]", str(err))
-        if found:
-            return solver, sorted(s.strip().strip("'\"") for s in found.group(1).split(",") if s.strip())
-    return solver, []
+@dataclass(frozen=True)
+class MaskMethod:
+    """One entry of :data:`MASK_METHODS`: what the method does, and the function that does it."""
+
+    description: str
+    transposable: bool  # N:M along the rows too: needs n < m and a row count that m divides
+    solve: Callable[[np.ndarray, int, int], np.ndarray]  # (weights (rows, cols), n, m) -> bool mask
 
 
-# Names the CLI recognises as transposable methods even when the module is missing (for the message).
-EXPECTED_TRANSPOSABLE = ("approx", "mcf")
+def _transposable(weights: np.ndarray, n: int, m: int, *, method: str) -> np.ndarray:
+    return transposable_mask(np.abs(weights), n, m, method=method)
+
+
+# The one table of mask methods: it names and describes them (``nmsolve prune --help``) and
+# dispatches them. "nm" plus every method of nmsolve.transposable_mask.
+MASK_METHODS: dict[str, MaskMethod] = {
+    "nm": MaskMethod("magnitude N:M (the n largest |W| of every m input channels)", False, magnitude_mask),
+    **{
+        name: MaskMethod(
+            "transposable N:M, also N:M along output rows (nmsolve.transposable_mask with this method)",
+            True,
+            functools.partial(_transposable, method=name),
+        )
+        for name in TRANSPOSABLE_METHODS
+    },
+}
+
+# What ``nmsolve report`` measures by default: the fast methods (the reference flow solvers are slow).
+DEFAULT_REPORT_METHODS = ("nm", "approx", "mcf")
+
+
+def mask_method(method: Any) -> MaskMethod:
+    """The :data:`MASK_METHODS` entry named ``method``; an unknown name raises a ValueError listing the valid ones."""
+    if not isinstance(method, str) or method not in MASK_METHODS:
+        raise ValueError(f"method must be one of {sorted(MASK_METHODS)}, got {method!r}")
+    return MASK_METHODS[method]
+
+
+def _bind(solve: Callable[[np.ndarray, int, int], np.ndarray], n: int, m: int) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda weights: solve(weights, n, m)
 
 
 def mask_methods(n: int, m: int) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    """Available mask methods by name: ``"nm"`` and every ``nmsolve.transposable_mask`` method.
+    """Every method of :data:`MASK_METHODS` as a function of the weights alone, for the pattern ``n:m``.
 
     Each takes a 2-D weight matrix ``(rows, cols)`` (groups along ``cols``) and returns a bool mask.
 
@@ -93,22 +117,8 @@ def mask_methods(n: int, m: int) -> dict[str, Callable[[np.ndarray], np.ndarray]
     >>> mask_methods(2, 4)["nm"](np.array([[1.0, -3.0, 2.0, 0.0]])).astype(int)
     array([[0, 1, 1, 0]])
     """
-    import nmsolve
-
     n, m = check_nm(n, m)
-    methods: dict[str, Callable[[np.ndarray], np.ndarray]] = {"nm": lambda w: nmsolve.magnitude_mask(w, n, m)}
-    solver, names = _transposable_methods()
-    for name in names:
-        methods[name] = lambda w, name=name: solver(np.abs(w), n, m, method=name)  # type: ignore[misc]
-    return methods
-
-
-def is_transposable_method(method: str) -> bool:
-    return method != "nm"
-
-
-# What ``nmsolve report`` measures by default: the fast methods (the reference flow solvers are slow).
-DEFAULT_REPORT_METHODS = ("nm", "approx", "mcf")
+    return {name: _bind(entry.solve, n, m) for name, entry in MASK_METHODS.items()}
 
 
 def warm(solve: Callable[[np.ndarray], np.ndarray], dtype: np.dtype, m: int, done: set[Any]) -> None:
@@ -118,15 +128,6 @@ def warm(solve: Callable[[np.ndarray], np.ndarray], dtype: np.dtype, m: int, don
         done.add(key)
         with contextlib.suppress(ValueError, TypeError):
             solve(np.ones((m, m), dtype=dtype))
-
-
-def _unavailable(method: str, available: Sequence[str]) -> CheckpointError:
-    if method in EXPECTED_TRANSPOSABLE and _transposable_methods()[0] is None:
-        return CheckpointError(
-            f"method {method!r} is unavailable: nmsolve.transposable_mask is not part of this installation; "
-            f"available: {sorted(available)}"
-        )
-    return CheckpointError(f"method must be one of {sorted(available)}, got {method!r}")
 
 
 # --------------------------------------------------------------------------- selection
@@ -269,8 +270,8 @@ def prune_checkpoint(
     n, m : int
         The pattern: keep ``n`` of every ``m`` along the input channels.
     method : str, default "nm"
-        ``"nm"`` (magnitude N:M) or a :func:`nmsolve.transposable_mask` method (see
-        :func:`mask_methods`).
+        A name of :data:`MASK_METHODS`: ``"nm"`` (magnitude N:M) or a method of
+        :func:`nmsolve.transposable_mask` (transposable N:M, e.g. ``"mcf"``, ``"approx"``).
     include, exclude : sequence of str
         Regular expressions (``re.search``) on tensor names; float tensors of 2 or more dimensions
         that match an ``include`` (or all, if none) and no ``exclude`` are pruned. Default excludes
@@ -292,7 +293,7 @@ def prune_checkpoint(
     FileNotFoundError, CheckpointError (ValueError)
         Missing or unreadable source, destination equal to the source or existing, ``n > m``, a
         selected tensor whose input channels (or rows, for transposable methods) are not a multiple
-        of ``m``, NaN weights, unavailable method. Nothing is written in any of these cases.
+        of ``m``, NaN weights, unknown method. Nothing is written in any of these cases.
 
     Notes
     -----
@@ -321,11 +322,9 @@ def prune_checkpoint(
             raise CheckpointError(f"{out} is the input checkpoint; write the pruned model to a new file")
     if masks_path is not None and same_file(masks_path, destination):
         raise CheckpointError("--masks must name a different file than the pruned checkpoint")
-    methods = mask_methods(n, m)
-    if method not in methods:
-        raise _unavailable(method, list(methods))
-    solve = methods[method]
-    transposable = is_transposable_method(method)
+    entry = mask_method(method)
+    solve = _bind(entry.solve, n, m)
+    transposable = entry.transposable
     if transposable:
         check_nm(n, m, allow_dense=False)  # a transposable pattern needs n < m
     pattern = f"{n}:{m} T" if transposable else f"{n}:{m}"

@@ -22,10 +22,10 @@ from nmsolve.checkpoint.formats import TensorInfo, open_checkpoint
 from nmsolve.checkpoint.prune import (
     DEFAULT_EXCLUDE,
     DEFAULT_REPORT_METHODS,
+    MASK_METHODS,
     _matrix_shape,
-    _unavailable,
-    is_transposable_method,
     kept_and_total,
+    mask_method,
     mask_methods,
     scores_2d,
     select,
@@ -91,8 +91,8 @@ def checkpoint_report(
     n, m : int
         The pattern.
     methods : sequence of str, optional
-        Methods to measure (default: ``DEFAULT_REPORT_METHODS`` that are available, i.e. "nm",
-        "approx" and "mcf"; any name of :func:`mask_methods` may be given). A method that cannot handle
+        Methods to measure (default: ``DEFAULT_REPORT_METHODS``, i.e. "nm", "approx" and "mcf"; any
+        name of :data:`~nmsolve.checkpoint.MASK_METHODS` may be given). A method that cannot handle
         a tensor (e.g. rows not a multiple of ``m`` for transposable masks) is reported as None.
     include, exclude : sequence of str
         Tensor selection, as in :func:`prune_checkpoint`.
@@ -116,14 +116,10 @@ def checkpoint_report(
     (0.5, 0.8)
     """
     n, m = check_nm(n, m)
-    available = mask_methods(n, m)
-    if methods is None:
-        chosen_methods = [name for name in DEFAULT_REPORT_METHODS if name in available]
-    else:
-        chosen_methods = list(methods)
+    chosen_methods = list(DEFAULT_REPORT_METHODS if methods is None else methods)
     for method in chosen_methods:
-        if method not in available:
-            raise _unavailable(method, list(available))
+        mask_method(method)  # an unknown name fails before anything is read
+    solvers = mask_methods(n, m)
     layers: list[LayerReport] = []
     skipped: list[tuple[str, str]] = []
     warmed: set[Any] = set()
@@ -145,13 +141,13 @@ def checkpoint_report(
             kept: dict[str, float | None] = {}
             seconds: dict[str, float] = {}
             for method in chosen_methods:
-                if is_transposable_method(method) and rows % m:
+                if MASK_METHODS[method].transposable and rows % m:
                     kept[method] = None
                     continue
-                warm(available[method], weights.dtype, m, warmed)
+                warm(solvers[method], weights.dtype, m, warmed)
                 tick = time.perf_counter()
                 try:
-                    mask = np.asarray(available[method](weights), dtype=bool)
+                    mask = np.asarray(solvers[method](weights), dtype=bool)
                 except ValueError as err:  # e.g. transposable masks need n < m
                     kept[method] = None
                     skipped.append((info.name, f"{method}: {err}"))
