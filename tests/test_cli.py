@@ -224,6 +224,8 @@ def test_progress_bar(tmp_path, capsys):
     src = save(tmp_path / "in.npz", tensors())
     assert main(["prune", str(src), str(tmp_path / "out.npz"), "--progress"]) == 0
     assert "prune 2:4" in capsys.readouterr().err
+    assert main(["report", str(src), "--methods", "nm", "--progress"]) == 0
+    assert "report 2:4" in capsys.readouterr().err
 
 
 def test_runs_as_python_module(tmp_path):
@@ -306,7 +308,7 @@ def bad_cases(tmp_path: Path) -> list[tuple[list[str], str]]:
         (["prune", str(src), str(src)], "is the input checkpoint"),
         (["prune", str(src), str(tmp_path / "exists.npz")], "already exists"),
         (["prune", str(src), str(tmp_path / "nope" / "out.npz")], "does not exist"),
-        (["prune", str(tmp_path / "nan.npz"), out], "contains NaN"),
+        (["prune", str(tmp_path / "nan.npz"), out], "tensor 'b.weight' contains NaN"),
         (["prune", str(src), out, "--masks", str(src)], "is the input checkpoint"),
         (["report", str(tmp_path / "missing.npz")], "no such file"),
         (["report", str(src), "--n", "0"], "0 < n <= m"),

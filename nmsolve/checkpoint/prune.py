@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from nmsolve._validate import check_nm
+from nmsolve._progress import progress_bar
+from nmsolve._validate import check_nm, reject_nan
 from nmsolve.checkpoint.formats import (
     WRITERS,
     CheckpointError,
@@ -38,6 +39,7 @@ from nmsolve.checkpoint.formats import (
     open_checkpoint,
     same_file,
 )
+from nmsolve.layout import WeightLayout, weight_from_2d, weight_to_2d
 from nmsolve.nm import magnitude_mask
 from nmsolve.transposable import METHODS as TRANSPOSABLE_METHODS
 from nmsolve.transposable import transposable_mask
@@ -161,13 +163,9 @@ def select(
     return chosen
 
 
-def _matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
-    return shape[0] * math.prod(shape[2:]), shape[1]
-
-
 def _check_divisible(infos: Sequence[TensorInfo], m: int, transposable: bool) -> None:
     for info in infos:
-        rows, cols = _matrix_shape(info.shape)
+        rows, cols = WeightLayout(info.shape).matrix_shape
         if cols % m:
             raise CheckpointError(
                 f"tensor {info.name!r} of shape {info.shape} has {cols} input channels, not a multiple of m={m}; "
@@ -182,23 +180,11 @@ def _check_divisible(infos: Sequence[TensorInfo], m: int, transposable: bool) ->
             )
 
 
-def _to_2d(array: np.ndarray) -> np.ndarray:
-    if array.ndim == 2:
-        return array
-    return np.ascontiguousarray(np.moveaxis(array, 1, -1)).reshape(_matrix_shape(array.shape))
-
-
-def _from_2d(matrix: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    if len(shape) == 2:
-        return matrix
-    return np.ascontiguousarray(np.moveaxis(matrix.reshape(shape[0], *shape[2:], shape[1]), -1, 1))
-
-
 def scores_2d(info: TensorInfo, array: np.ndarray) -> np.ndarray:
+    """A selected tensor as read, as float weights on its channel-last 2-D view (NaN is refused)."""
     weights = decode_float(array, info.dtype)
-    if np.isnan(weights).any():
-        raise CheckpointError(f"tensor {info.name!r} contains NaN; repair the checkpoint first")
-    return _to_2d(weights)
+    reject_nan(weights, f"tensor {info.name!r}")  # the index is in the tensor's own shape
+    return weight_to_2d(weights)[0]
 
 
 # --------------------------------------------------------------------------- prune
@@ -343,11 +329,7 @@ def prune_checkpoint(
         layers: list[LayerPrune] = []
         packed_masks: list[np.ndarray] = []  # 1 bit per pruned weight until the masks file is written
         warmed: set[Any] = set()
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(selected), desc=f"prune {pattern}", unit="tensor")
+        bar = progress_bar(len(selected), progress, f"prune {pattern}", "tensor")
 
         def pruned_tensors() -> Iterator[np.ndarray]:
             for info in reader.infos:
@@ -366,7 +348,7 @@ def prune_checkpoint(
                 layers.append(
                     LayerPrune(info.name, info.shape, pattern, kept / total if total else 1.0, kept, total, seconds)
                 )
-                mask = _from_2d(mask2d, info.shape)
+                mask = weight_from_2d(mask2d, WeightLayout(info.shape))
                 if masks_path is not None:
                     packed_masks.append(np.packbits(mask, axis=None))
                 if bar is not None:

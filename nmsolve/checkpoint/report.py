@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from nmsolve._progress import progress_bar
 from nmsolve._validate import check_nm
-from nmsolve.checkpoint.formats import TensorInfo, open_checkpoint
+from nmsolve.checkpoint.formats import Reader, TensorInfo, open_checkpoint
 from nmsolve.checkpoint.prune import (
     DEFAULT_EXCLUDE,
     DEFAULT_REPORT_METHODS,
     MASK_METHODS,
-    _matrix_shape,
     kept_and_total,
     mask_method,
     mask_methods,
@@ -31,6 +31,7 @@ from nmsolve.checkpoint.prune import (
     select,
     warm,
 )
+from nmsolve.layout import WeightLayout
 
 __all__ = ["CheckpointReport", "LayerReport", "checkpoint_report"]
 
@@ -125,38 +126,54 @@ def checkpoint_report(
     warmed: set[Any] = set()
     with open_checkpoint(path) as reader:
         selected = select(reader.infos, include, exclude)
-        iterator: Iterable[TensorInfo] = selected
-        if progress:
-            from tqdm.auto import tqdm
-
-            iterator = tqdm(selected, desc=f"report {n}:{m}", unit="tensor")
-        for info in iterator:
-            rows, cols = _matrix_shape(info.shape)
-            if cols % m:
-                skipped.append((info.name, f"{cols} input channels, not a multiple of m={m}"))
-                continue
-            weights = scores_2d(info, reader.read(info.name))
-            nonzero = weights != 0
-            nm_bad, t_bad = _violations(nonzero, n, m)
-            kept: dict[str, float | None] = {}
-            seconds: dict[str, float] = {}
-            for method in chosen_methods:
-                if MASK_METHODS[method].transposable and rows % m:
-                    kept[method] = None
-                    continue
-                warm(solvers[method], weights.dtype, m, warmed)
-                tick = time.perf_counter()
-                try:
-                    mask = np.asarray(solvers[method](weights), dtype=bool)
-                except ValueError as err:  # e.g. transposable masks need n < m
-                    kept[method] = None
-                    skipped.append((info.name, f"{method}: {err}"))
-                    continue
-                seconds[method] = time.perf_counter() - tick
-                got, total = kept_and_total(weights, mask)
-                kept[method] = got / total if total else 1.0
-            magnitude = float(np.abs(weights).sum(dtype=np.float64))
-            layers.append(
-                LayerReport(info.name, info.shape, magnitude, float(nonzero.mean()), nm_bad, t_bad, kept, seconds)
-            )
+        bar = progress_bar(len(selected), progress, f"report {n}:{m}", "tensor")
+        try:
+            for info in selected:
+                layer = _measure(info, reader, n, m, chosen_methods, solvers, warmed, skipped)
+                if layer is not None:
+                    layers.append(layer)
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
     return CheckpointReport(Path(path), n, m, tuple(chosen_methods), tuple(layers), tuple(skipped))
+
+
+def _measure(
+    info: TensorInfo,
+    reader: Reader,
+    n: int,
+    m: int,
+    methods: Sequence[str],
+    solvers: dict[str, Callable[[np.ndarray], np.ndarray]],
+    warmed: set[Any],
+    skipped: list[tuple[str, str]],
+) -> LayerReport | None:
+    """One tensor's :class:`LayerReport`; None (and a line in ``skipped``) if it cannot be measured."""
+    rows, cols = WeightLayout(info.shape).matrix_shape
+    if cols % m:
+        skipped.append((info.name, f"{cols} input channels, not a multiple of m={m}"))
+        return None
+    weights = scores_2d(info, reader.read(info.name))
+    nonzero = weights != 0
+    nm_bad, t_bad = _violations(nonzero, n, m)
+    kept: dict[str, float | None] = {}
+    seconds: dict[str, float] = {}
+    for method in methods:
+        if MASK_METHODS[method].transposable and rows % m:
+            kept[method] = None
+            continue
+        warm(solvers[method], weights.dtype, m, warmed)
+        tick = time.perf_counter()
+        try:
+            mask = np.asarray(solvers[method](weights), dtype=bool)
+        except ValueError as err:  # e.g. transposable masks need n < m
+            kept[method] = None
+            skipped.append((info.name, f"{method}: {err}"))
+            continue
+        seconds[method] = time.perf_counter() - tick
+        got, total = kept_and_total(weights, mask)
+        kept[method] = got / total if total else 1.0
+    magnitude = float(np.abs(weights).sum(dtype=np.float64))
+    return LayerReport(info.name, info.shape, magnitude, float(nonzero.mean()), nm_bad, t_bad, kept, seconds)
