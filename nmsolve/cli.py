@@ -2,7 +2,8 @@
 
 The top layer: argument parsing, printing and exit codes. Each subcommand is one entry of
 :data:`COMMANDS` (name -> (help, add_arguments, run)); ``prune`` and ``report`` call the library in
-:mod:`nmsolve.checkpoint`, imported only when they run, so that ``nmsolve --help`` stays light.
+:mod:`nmsolve.checkpoint`, which is imported only inside their functions, and :func:`main` adds a
+command's arguments only when that command is named, so ``nmsolve --help`` never imports numba.
 Library errors a user can fix (missing file, bad pattern, unknown method...) become :class:`CliError`:
 one line on stderr, exit status 2, no traceback.
 """
@@ -291,11 +292,14 @@ COMMANDS: dict[str, Command] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nmsolve`` command."""
+    words = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="nmsolve", description="Combinatorial solvers for N:M sparsity masks.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, add_arguments, _) in COMMANDS.items():
-        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
-    args = parser.parse_args(argv)
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        if name in words:  # only a command that can run needs its arguments (and the imports behind them)
+            add_arguments(command)
+    args = parser.parse_args(words)
     try:
         return COMMANDS[args.command][2](args)
     except CliError as err:

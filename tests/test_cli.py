@@ -242,6 +242,31 @@ def test_runs_as_python_module(tmp_path):
     assert nmsolve.is_nm(load(tmp_path / "out.npz")["layer.0.dense.weight"], 3, 8, exact=True)
 
 
+def test_help_is_light_and_each_command_documents_its_arguments(capsys):
+    code = (
+        "import sys\n"
+        "from nmsolve.cli import main\n"
+        "assert 'nmsolve.checkpoint' not in sys.modules and 'numba' not in sys.modules\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit as stop:\n"
+        "    assert stop.code == 0\n"
+        "print(sorted(name for name in ('numba', 'nmsolve.checkpoint') if name in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "prune" in done.stdout and "report" in done.stdout and "demo" in done.stdout
+    assert done.stdout.strip().endswith("[]")  # neither numba nor the checkpoint library was imported
+    for command, words in (
+        ("prune", ["--method", "'embed'", *MASK_METHODS]),
+        ("report", ["--methods", "nm,approx,mcf"]),
+    ):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        out = " ".join(capsys.readouterr().out.split())
+        assert all(word in out for word in words), (command, out)
+
+
 # --------------------------------------------------------------------------- report
 
 
