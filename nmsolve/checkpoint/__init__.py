@@ -24,7 +24,6 @@ array([[0., 0., 3., 4., 0., 0., 7., 8.]])
 from nmsolve.checkpoint.formats import CheckpointError, TensorInfo, open_checkpoint, write_checkpoint
 from nmsolve.checkpoint.prune import (
     DEFAULT_EXCLUDE,
-    DEFAULT_REPORT_METHODS,
     MASK_METHODS,
     LayerPrune,
     MaskMethod,
@@ -32,7 +31,7 @@ from nmsolve.checkpoint.prune import (
     mask_methods,
     prune_checkpoint,
 )
-from nmsolve.checkpoint.report import CheckpointReport, LayerReport, checkpoint_report
+from nmsolve.checkpoint.report import DEFAULT_REPORT_METHODS, CheckpointReport, LayerReport, checkpoint_report
 
 __all__ = [
     "DEFAULT_EXCLUDE",

@@ -46,7 +46,6 @@ from nmsolve.transposable import transposable_mask
 
 __all__ = [
     "DEFAULT_EXCLUDE",
-    "DEFAULT_REPORT_METHODS",
     "MASK_METHODS",
     "LayerPrune",
     "MaskMethod",
@@ -92,9 +91,6 @@ MASK_METHODS: dict[str, MaskMethod] = {
         for name in TRANSPOSABLE_METHODS
     },
 }
-
-# What ``nmsolve report`` measures by default: the fast methods (the reference flow solvers are slow).
-DEFAULT_REPORT_METHODS = ("nm", "approx", "mcf")
 
 
 def mask_method(method: Any) -> MaskMethod:
