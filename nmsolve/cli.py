@@ -1,7 +1,11 @@
 """The ``nmsolve`` command line (also ``python -m nmsolve``).
 
-Subcommands register themselves in :data:`COMMANDS` (name -> (help, add_arguments, run)), so each
-feature keeps its own arguments next to its code.
+The top layer: argument parsing, printing and exit codes. Each subcommand is one entry of
+:data:`COMMANDS` (name -> (help, add_arguments, run)); ``prune`` and ``report`` call the library in
+:mod:`nmsolve.checkpoint`, which is imported only inside their functions, and :func:`main` adds a
+command's arguments only when that command is named, so ``nmsolve --help`` never imports numba.
+Library errors a user can fix (missing file, bad pattern, unknown method...) become :class:`CliError`:
+one line on stderr, exit status 2, no traceback.
 """
 
 from __future__ import annotations
@@ -94,6 +98,170 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- prune, report
+
+
+def _add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+    from nmsolve.checkpoint import DEFAULT_EXCLUDE
+
+    parser.add_argument("--n", type=int, default=2, help="keep n of every m (default 2)")
+    parser.add_argument("--m", type=int, default=4, help="group size m (default 4)")
+    parser.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="REGEX",
+        help="only tensors whose name matches (re.search; repeatable; default: every float tensor of 2+ dims)",
+    )
+    parser.add_argument(
+        "--exclude",
+        action="append",
+        default=None,
+        metavar="REGEX",
+        help=f"skip tensors whose name matches (repeatable; default {list(DEFAULT_EXCLUDE)}, embedding tables; "
+        "any --exclude replaces the default, --exclude '$^' excludes nothing)",
+    )
+    progress = parser.add_mutually_exclusive_group()
+    progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show a bar")
+    progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
+
+
+def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``nmsolve prune``."""
+    from nmsolve.checkpoint import MASK_METHODS
+
+    parser.add_argument("input", metavar="IN", help="checkpoint to read (.safetensors, .npz, .pt/.pth/.bin)")
+    parser.add_argument("output", metavar="OUT", help="pruned checkpoint to write (format from its extension)")
+    by_description: dict[str, list[str]] = {}
+    for name, entry in MASK_METHODS.items():
+        by_description.setdefault(entry.description, []).append(name)
+    methods = "; ".join(f"{', '.join(names)}: {text}" for text, names in by_description.items())
+    parser.add_argument("--method", default="nm", help=f"how to choose the mask (default nm). {methods}")
+    parser.add_argument("--masks", metavar="FILE", help="also write the boolean masks (.safetensors or .npz)")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT (and FILE) if they exist")
+    _add_selection_arguments(parser)
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``nmsolve report``."""
+    from nmsolve.checkpoint import DEFAULT_REPORT_METHODS
+
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint to inspect")
+    parser.add_argument(
+        "--methods",
+        default=None,
+        help=f"comma-separated methods to measure (default: {','.join(DEFAULT_REPORT_METHODS)}; "
+        "any method of nmsolve prune --method)",
+    )
+    _add_selection_arguments(parser)
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    """``--progress`` / ``--no-progress``, or a bar exactly when stderr is a terminal."""
+    return bool(sys.stderr.isatty()) if args.progress is None else bool(args.progress)
+
+
+def _cli_call(fn: Callable[[], Any]) -> Any:
+    """Run a library call, turning the errors a user can fix into :class:`CliError`."""
+    try:
+        return fn()
+    except (FileNotFoundError, ValueError) as err:  # CheckpointError is a ValueError
+        raise CliError(str(err)) from None
+    except (PermissionError, IsADirectoryError, OSError) as err:
+        raise CliError(f"{type(err).__name__}: {err}") from None
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(str(s) for s in shape)
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    """``nmsolve prune IN OUT ...``: prune, write, print a per-layer table and totals."""
+    from nmsolve.checkpoint import DEFAULT_EXCLUDE, PruneResult, prune_checkpoint
+
+    exclude = DEFAULT_EXCLUDE if args.exclude is None else tuple(args.exclude)
+    result: PruneResult = _cli_call(
+        lambda: prune_checkpoint(
+            args.input,
+            args.output,
+            n=args.n,
+            m=args.m,
+            method=args.method,
+            include=tuple(args.include),
+            exclude=exclude,
+            masks=args.masks,
+            overwrite=args.overwrite,
+            progress=_show_progress(args),
+        )
+    )
+    rows = [
+        (layer.name, _shape(layer.shape), layer.pattern, f"{layer.kept_fraction:.4f}", f"{layer.seconds * 1e3:.1f}")
+        for layer in result.layers
+    ]
+    print_table(("tensor", "shape", "pattern", "kept |W|", "ms"), rows)
+    mask_seconds = sum(layer.seconds for layer in result.layers)
+    print(
+        f"\n{len(result.layers)} tensors pruned ({result.pruned_parameters:,} weights) with method {result.method!r}, "
+        f"{result.copied} copied unchanged; kept |W| overall {result.kept_fraction:.4f}; "
+        f"masks {mask_seconds:.2f} s, total {result.seconds:.2f} s"
+    )
+    print(f"wrote {result.destination}" + (f" and masks {result.masks}" if result.masks else ""))
+    if not result.layers:
+        print("note: no tensor matched the selection (float, 2+ dims, --include/--exclude); output equals input")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """``nmsolve report CHECKPOINT ...``: distance from N:M / transposable N:M and kept |W| per method."""
+    from nmsolve.checkpoint import DEFAULT_EXCLUDE, CheckpointReport, checkpoint_report
+
+    exclude = DEFAULT_EXCLUDE if args.exclude is None else tuple(args.exclude)
+    methods = None if args.methods is None else [s.strip() for s in args.methods.split(",") if s.strip()]
+    report: CheckpointReport = _cli_call(
+        lambda: checkpoint_report(
+            args.checkpoint,
+            n=args.n,
+            m=args.m,
+            methods=methods,
+            include=tuple(args.include),
+            exclude=exclude,
+            progress=_show_progress(args),
+        )
+    )
+    pattern = f"{report.n}:{report.m}"
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{100 * x:.1f}%"
+
+    header = ["tensor", "shape", "nonzero", f"groups not {pattern}", f"tiles not {pattern} T"]
+    header += [f"kept {name}" for name in report.methods]
+    rows = []
+    for layer in report.layers:
+        row = [layer.name, _shape(layer.shape), pct(layer.density), pct(layer.nm_violations)]
+        row.append(pct(layer.transposable_violations))
+        row += ["n/a" if layer.kept[name] is None else f"{layer.kept[name]:.4f}" for name in report.methods]
+        rows.append(row)
+    total = sum(layer.magnitude for layer in report.layers)
+    if report.layers:
+        summary = ["all (|W|-weighted)", "", "", "", ""]
+        for name in report.methods:
+            parts = [(layer.kept[name], layer.magnitude) for layer in report.layers]
+            if any(k is None for k, _ in parts) or not total:
+                summary.append("n/a")
+            else:
+                summary.append(f"{sum(k * w for k, w in parts if k is not None) / total:.4f}")
+        rows.append(summary)
+    print_table(header, rows)
+    print(
+        f"\ngroups not {pattern}: share of groups of {report.m} (along input channels) holding more than "
+        f"{report.n} nonzeros (0% = already {pattern}); tiles not {pattern} T: share of {report.m}x{report.m} tiles "
+        "that break the transposable pattern; kept: fraction of sum|W| each method keeps."
+    )
+    for name, why in report.skipped:
+        print(f"skipped {name}: {why}")
+    return 0
+
+
 # --------------------------------------------------------------------------- shared pieces
 
 
@@ -107,39 +275,31 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[Any]], file: Any 
             print("  ".join("-" * w for w in widths), file=file)
 
 
-def _from_checkpoint(attr: str) -> Callable[[Any], Any]:
-    """A function of nmsolve.checkpoint, imported on first call (keeps ``nmsolve --help`` light)."""
-
-    def call(arg: Any) -> Any:
-        from nmsolve import checkpoint
-
-        return getattr(checkpoint, attr)(arg)
-
-    return call
-
-
 COMMANDS: dict[str, Command] = {
     "demo": ("compute N:M masks for a built-in real weight matrix and print a report", _add_demo_arguments, _run_demo),
     "prune": (
         "prune a checkpoint (.safetensors, .npz, .pt) to N:M or transposable N:M and write a new one",
-        _from_checkpoint("add_prune_arguments"),
-        _from_checkpoint("run_prune"),
+        add_prune_arguments,
+        run_prune,
     ),
     "report": (
         "how far each tensor of a checkpoint is from N:M / transposable N:M, and what each method keeps",
-        _from_checkpoint("add_report_arguments"),
-        _from_checkpoint("run_report"),
+        add_report_arguments,
+        run_report,
     ),
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nmsolve`` command."""
+    words = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="nmsolve", description="Combinatorial solvers for N:M sparsity masks.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, add_arguments, _) in COMMANDS.items():
-        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
-    args = parser.parse_args(argv)
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        if name in words:  # only a command that can run needs its arguments (and the imports behind them)
+            add_arguments(command)
+    args = parser.parse_args(words)
     try:
         return COMMANDS[args.command][2](args)
     except CliError as err:

@@ -1,5 +1,6 @@
 """`nmsolve prune` / `nmsolve report` and the checkpoint reader/writer, on small generated checkpoints."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 import nmsolve
-from nmsolve.checkpoint import TensorInfo, mask_methods, open_checkpoint, write_checkpoint
+from nmsolve.checkpoint import MASK_METHODS, TensorInfo, mask_methods, open_checkpoint, write_checkpoint
 from nmsolve.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,9 +18,6 @@ try:
 except ImportError:  # pragma: no cover - torch is part of the dev install
     torch = None
 needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed")
-needs_transposable = pytest.mark.skipif(
-    "mcf" not in mask_methods(2, 4), reason="nmsolve.transposable_mask is not available"
-)
 
 
 def tensors(seed: int = 0) -> dict[str, np.ndarray]:
@@ -112,7 +110,6 @@ def test_prune_kept_magnitude_totals_match(tmp_path):
     assert all(layer.pattern == "1:4" and layer.seconds >= 0 for layer in result.layers)
 
 
-@needs_transposable
 def test_prune_transposable_method_and_masks_file(tmp_path, capsys):
     from nmsolve.transposable import is_transposable
 
@@ -133,16 +130,31 @@ def test_prune_transposable_method_and_masks_file(tmp_path, capsys):
         )
 
 
-def test_transposable_method_unavailable_is_reported(tmp_path, capsys, monkeypatch):
-    import nmsolve.checkpoint as ckpt
+def test_mask_method_table_names_and_dispatches_every_method():
+    from nmsolve.transposable import METHODS, transposable_mask
 
-    monkeypatch.setattr(ckpt, "_transposable_methods", lambda: (None, []))
+    assert list(MASK_METHODS) == ["nm", *METHODS]
+    assert not MASK_METHODS["nm"].transposable
+    assert all(MASK_METHODS[name].transposable for name in METHODS)
+    w = np.random.default_rng(6).normal(size=(8, 8))
+    solvers = mask_methods(2, 4)
+    assert list(solvers) == list(MASK_METHODS)
+    np.testing.assert_array_equal(solvers["nm"](w), nmsolve.magnitude_mask(w, 2, 4))
+    for name in ("mcf", "approx"):
+        np.testing.assert_array_equal(solvers[name](w), transposable_mask(w, 2, 4, method=name))
+
+
+def test_unknown_method_lists_the_valid_ones(tmp_path, capsys):
+    message = f"method must be one of {sorted(MASK_METHODS)}, got 'mfc'"
     src = save(tmp_path / "in.npz", tensors())
-    assert main(["prune", str(src), str(tmp_path / "out.npz"), "--method", "mcf"]) == 2
-    err = capsys.readouterr().err
-    assert "method 'mcf' is unavailable" in err and "nmsolve.transposable_mask" in err
     assert main(["prune", str(src), str(tmp_path / "out.npz"), "--method", "mfc"]) == 2
-    assert "method must be one of ['nm'], got 'mfc'" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
+    assert main(["report", str(src), "--methods", "nm,mfc"]) == 2
+    assert message in capsys.readouterr().err
+    with pytest.raises(ValueError, match=re.escape(message)):
+        nmsolve.prune_checkpoint(src, tmp_path / "out.npz", method="mfc")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        nmsolve.checkpoint_report(src, methods=["mfc"])
     assert not (tmp_path / "out.npz").exists()
 
 
@@ -212,6 +224,8 @@ def test_progress_bar(tmp_path, capsys):
     src = save(tmp_path / "in.npz", tensors())
     assert main(["prune", str(src), str(tmp_path / "out.npz"), "--progress"]) == 0
     assert "prune 2:4" in capsys.readouterr().err
+    assert main(["report", str(src), "--methods", "nm", "--progress"]) == 0
+    assert "report 2:4" in capsys.readouterr().err
 
 
 def test_runs_as_python_module(tmp_path):
@@ -226,6 +240,31 @@ def test_runs_as_python_module(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "3:8" in done.stdout
     assert nmsolve.is_nm(load(tmp_path / "out.npz")["layer.0.dense.weight"], 3, 8, exact=True)
+
+
+def test_help_is_light_and_each_command_documents_its_arguments(capsys):
+    code = (
+        "import sys\n"
+        "from nmsolve.cli import main\n"
+        "assert 'nmsolve.checkpoint' not in sys.modules and 'numba' not in sys.modules\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit as stop:\n"
+        "    assert stop.code == 0\n"
+        "print(sorted(name for name in ('numba', 'nmsolve.checkpoint') if name in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "prune" in done.stdout and "report" in done.stdout and "demo" in done.stdout
+    assert done.stdout.strip().endswith("[]")  # neither numba nor the checkpoint library was imported
+    for command, words in (
+        ("prune", ["--method", "'embed'", *MASK_METHODS]),
+        ("report", ["--methods", "nm,approx,mcf"]),
+    ):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        out = " ".join(capsys.readouterr().out.split())
+        assert all(word in out for word in words), (command, out)
 
 
 # --------------------------------------------------------------------------- report
@@ -249,7 +288,6 @@ def test_report_on_dense_and_pruned(tmp_path, capsys):
         assert layer.kept["nm"] == pytest.approx(nmsolve.kept_fraction(w, nmsolve.magnitude_mask(w, 2, 4)))
 
 
-@needs_transposable
 def test_report_transposable_columns(tmp_path, capsys):
     from nmsolve.transposable import transposable_mask
 
@@ -295,7 +333,7 @@ def bad_cases(tmp_path: Path) -> list[tuple[list[str], str]]:
         (["prune", str(src), str(src)], "is the input checkpoint"),
         (["prune", str(src), str(tmp_path / "exists.npz")], "already exists"),
         (["prune", str(src), str(tmp_path / "nope" / "out.npz")], "does not exist"),
-        (["prune", str(tmp_path / "nan.npz"), out], "contains NaN"),
+        (["prune", str(tmp_path / "nan.npz"), out], "tensor 'b.weight' contains NaN"),
         (["prune", str(src), out, "--masks", str(src)], "is the input checkpoint"),
         (["report", str(tmp_path / "missing.npz")], "no such file"),
         (["report", str(src), "--n", "0"], "0 < n <= m"),
@@ -314,11 +352,11 @@ def test_bad_input_fails_cleanly_and_leaves_nothing(tmp_path, capsys):
 
 
 def test_failure_midway_removes_outputs(tmp_path, monkeypatch):
-    import nmsolve.checkpoint as ckpt
+    import nmsolve.checkpoint.prune as ckpt
 
     src = save(tmp_path / "in.npz", tensors())
     calls = []
-    real = ckpt._scores_2d
+    real = ckpt.scores_2d
 
     def failing(info, array):
         calls.append(info.name)
@@ -326,7 +364,7 @@ def test_failure_midway_removes_outputs(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # even an interrupt leaves no partial file
         return real(info, array)
 
-    monkeypatch.setattr(ckpt, "_scores_2d", failing)
+    monkeypatch.setattr(ckpt, "scores_2d", failing)
     before = snapshot(tmp_path)
     with pytest.raises(KeyboardInterrupt):
         nmsolve.prune_checkpoint(src, tmp_path / "out.safetensors", masks=tmp_path / "m.npz")

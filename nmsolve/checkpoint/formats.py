@@ -1,0 +1,507 @@
+"""Checkpoint files: read and write .safetensors, .npz and torch .pt state dicts, one tensor at a time.
+
+* :func:`open_checkpoint` lists a checkpoint's tensors (:class:`TensorInfo`: name, shape, dtype code)
+  from its header and reads them one at a time; :func:`write_checkpoint` streams tensors into a new
+  file.
+* Writes go to a temporary file beside the destination and are renamed into place only when
+  complete (:func:`atomic_files`), so a failure never leaves a partial file.
+* Tensors travel as numpy arrays; dtypes are named by safetensors codes (``"F32"``, ``"BF16"``...),
+  and dtypes numpy lacks (bfloat16, float8) are kept as their raw bits. :func:`decode_float` gives
+  the float view that masks are computed on.
+
+This module knows nothing about pruning. The format-level helpers :func:`format_of`,
+:func:`check_writable`, :data:`WRITERS`, :func:`same_file` and :func:`atomic_files` are shared with
+:mod:`nmsolve.checkpoint.prune`, which writes a pruned checkpoint and its masks in one atomic step.
+
+Memory: .safetensors and .npz are read and written one tensor at a time. ``torch.save`` needs the
+whole state dict at once, so a ``.pt`` *output* holds every tensor in memory until it is written (a
+``.pt`` input is memory-mapped); prefer .safetensors for very large models.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import json
+import math
+import os
+import struct
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+__all__ = [
+    "FORMATS",
+    "WRITERS",
+    "CheckpointError",
+    "Reader",
+    "TensorInfo",
+    "atomic_files",
+    "check_writable",
+    "decode_float",
+    "format_of",
+    "open_checkpoint",
+    "same_file",
+    "write_checkpoint",
+]
+
+FORMATS = {".safetensors": "safetensors", ".npz": "npz", ".pt": "torch", ".pth": "torch", ".bin": "torch"}
+
+# safetensors dtype code <-> numpy dtype of the array read() returns (bf16 and fp8 as raw bits)
+_CODE_TO_NUMPY: dict[str, np.dtype] = {
+    "F64": np.dtype("<f8"),
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype("<u2"),
+    "F8_E4M3": np.dtype("u1"),
+    "F8_E5M2": np.dtype("u1"),
+    "I64": np.dtype("<i8"),
+    "I32": np.dtype("<i4"),
+    "I16": np.dtype("<i2"),
+    "I8": np.dtype("i1"),
+    "U64": np.dtype("<u8"),
+    "U32": np.dtype("<u4"),
+    "U16": np.dtype("<u2"),
+    "U8": np.dtype("u1"),
+    "BOOL": np.dtype("?"),
+}
+_NUMPY_TO_CODE = {
+    np.dtype(t).str.lstrip("<|="): code
+    for code, t in (
+        ("F64", "<f8"),
+        ("F32", "<f4"),
+        ("F16", "<f2"),
+        ("I64", "<i8"),
+        ("I32", "<i4"),
+        ("I16", "<i2"),
+        ("I8", "i1"),
+        ("U64", "<u8"),
+        ("U32", "<u4"),
+        ("U16", "<u2"),
+        ("U8", "u1"),
+        ("BOOL", "?"),
+    )
+}
+_FLOAT_CODES = ("F64", "F32", "F16", "BF16")  # the dtypes that can be scored and pruned
+_RAW_CODES = ("BF16", "F8_E4M3", "F8_E5M2")  # no numpy dtype: kept as raw bits
+
+_SAFETENSORS_HEADER_LIMIT = 100 * 1024 * 1024
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read or written as asked (the message says why and what to do)."""
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A tensor's name, shape and dtype code (safetensors style: ``"F32"``, ``"BF16"``, ``"I64"``...)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in _FLOAT_CODES
+
+
+def _code_of(dtype: np.dtype) -> str:
+    code = _NUMPY_TO_CODE.get(np.dtype(dtype).newbyteorder("<").str.lstrip("<|="))
+    if code is None:
+        raise CheckpointError(f"dtype {dtype} is not supported in checkpoints (numeric and bool tensors are)")
+    return code
+
+
+def decode_float(array: np.ndarray, dtype: str) -> np.ndarray:
+    """A float view of a tensor as read: float16/32/64 as they are, bfloat16 bits widened to float32."""
+    if dtype == "BF16":
+        return (array.astype(np.uint32) << 16).view(np.float32)
+    if dtype not in ("F64", "F32", "F16"):
+        raise CheckpointError(f"dtype {dtype} cannot be scored; only F64, F32, F16 and BF16 weights are pruned")
+    return array
+
+
+# --------------------------------------------------------------------------- readers
+
+
+class Reader(Protocol):
+    path: Path
+    format: str
+    infos: list[TensorInfo]
+    metadata: dict[str, str]
+
+    def read(self, name: str) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+class _SafetensorsReader:
+    """Parses the header itself and reads each tensor's bytes on demand (bf16 as raw uint16)."""
+
+    format = "safetensors"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise CheckpointError(f"{path} is not a .safetensors file: it is only {size} bytes long")
+            (length,) = struct.unpack("<Q", head)
+            if length > min(size - 8, _SAFETENSORS_HEADER_LIMIT):
+                raise CheckpointError(f"{path} is not a .safetensors file: header length {length} exceeds the file")
+            try:
+                header = json.loads(f.read(length))
+            except (UnicodeDecodeError, json.JSONDecodeError) as err:
+                raise CheckpointError(f"{path} is not a .safetensors file: its header is not JSON ({err})") from None
+        if not isinstance(header, dict):
+            raise CheckpointError(f"{path} is not a .safetensors file: its header is not a JSON object")
+        self._start = 8 + length
+        self.metadata = {str(k): str(v) for k, v in (header.pop("__metadata__", None) or {}).items()}
+        entries = []
+        for name, entry in header.items():
+            try:
+                code, shape, (begin, end) = entry["dtype"], tuple(int(s) for s in entry["shape"]), entry["data_offsets"]
+                itemsize = _CODE_TO_NUMPY[code].itemsize
+            except (KeyError, TypeError, ValueError):
+                raise CheckpointError(
+                    f"{path}: tensor {name!r} has a malformed or unsupported header {entry}"
+                ) from None
+            if end - begin != math.prod(shape) * itemsize or self._start + end > size:
+                raise CheckpointError(f"{path}: tensor {name!r} has data offsets {begin}..{end} that do not fit")
+            entries.append((begin, TensorInfo(name, shape, code)))
+        entries.sort(key=lambda e: e[0])  # file order, so reading is sequential
+        self.infos = [info for _, info in entries]
+        self._offsets = {info.name: begin for begin, info in entries}
+        self._infos = {info.name: info for info in self.infos}
+
+    def read(self, name: str) -> np.ndarray:
+        info = self._infos[name]
+        dtype = _CODE_TO_NUMPY[info.dtype]
+        data = np.fromfile(self.path, dtype=dtype, count=info.size, offset=self._start + self._offsets[name])
+        return data.reshape(info.shape)
+
+    def close(self) -> None:
+        pass
+
+
+class _NpzReader:
+    format = "npz"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.metadata: dict[str, str] = {}
+        try:
+            self._zip = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as err:
+            raise CheckpointError(f"{path} is not a .npz file: {err}") from None
+        self.infos = []
+        self._members: dict[str, str] = {}
+        for member in self._zip.namelist():
+            name = member[:-4] if member.endswith(".npy") else member
+            try:
+                with self._zip.open(member) as fp:
+                    version = np.lib.format.read_magic(fp)
+                    reader = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
+                    shape, _, dtype = reader(fp)
+            except (ValueError, OSError, zipfile.BadZipFile) as err:
+                self._zip.close()
+                raise CheckpointError(f"{path}: member {member!r} is not a numpy array ({err})") from None
+            if dtype.hasobject:
+                self._zip.close()
+                raise CheckpointError(f"{path}: array {name!r} holds Python objects; only numeric arrays are read")
+            self.infos.append(TensorInfo(name, tuple(int(s) for s in shape), _code_of(dtype)))
+            self._members[name] = member
+
+    def read(self, name: str) -> np.ndarray:
+        with self._zip.open(self._members[name]) as fp:
+            array = np.lib.format.read_array(fp, allow_pickle=False)
+        return array.astype(array.dtype.newbyteorder("<"), copy=False)
+
+    def close(self) -> None:
+        self._zip.close()
+
+
+def _need_torch(what: str) -> Any:
+    if importlib.util.find_spec("torch") is None:
+        raise CheckpointError(f"{what} needs torch; install it (pip install 'nmsolve[torch]') or use .safetensors/.npz")
+    return importlib.import_module("torch")
+
+
+def _flatten(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else [(f"{prefix}{key}", value)]
+    else:
+        yield prefix.rstrip("."), tree
+
+
+_TORCH_CODES = {
+    "float64": "F64",
+    "float32": "F32",
+    "float16": "F16",
+    "bfloat16": "BF16",
+    "int64": "I64",
+    "int32": "I32",
+    "int16": "I16",
+    "int8": "I8",
+    "uint8": "U8",
+    "bool": "BOOL",
+}
+
+
+class _TorchReader:
+    """A torch state dict (possibly nested dicts of tensors), memory-mapped where torch allows it."""
+
+    format = "torch"
+
+    def __init__(self, path: Path) -> None:
+        torch = _need_torch(f"reading {path.name}")
+        self.path = path
+        self.metadata: dict[str, str] = {}
+        try:
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as err:  # old (non-zip) serialisation cannot be memory-mapped
+                if "mmap" not in str(err):
+                    raise
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises many types for foreign or corrupt files
+            raise CheckpointError(f"{path} is not a torch state dict that can be loaded safely: {err}") from None
+        if not isinstance(obj, dict):
+            raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict (a dict of tensors)")
+        self.tree = obj
+        self._tensors: dict[str, Any] = {}
+        self.extras: dict[str, Any] = {}
+        for name, value in _flatten(obj):
+            if isinstance(value, torch.Tensor):
+                self._tensors[name] = value
+            else:
+                self.extras[name] = value
+        self.infos = []
+        for name, tensor in self._tensors.items():
+            code = _TORCH_CODES.get(str(tensor.dtype).removeprefix("torch."))
+            if code is None:
+                raise CheckpointError(f"{path}: tensor {name!r} has dtype {tensor.dtype}, which is not supported")
+            self.infos.append(TensorInfo(name, tuple(tensor.shape), code))
+
+    def read(self, name: str) -> np.ndarray:
+        tensor = self._tensors[name].detach().cpu().contiguous()
+        if str(tensor.dtype) == "torch.bfloat16":
+            return tensor.view(_need_torch("bf16").int16).numpy().view(np.uint16).copy()
+        return tensor.numpy().copy()
+
+    def close(self) -> None:
+        self._tensors.clear()
+
+
+_READERS: dict[str, Callable[[Path], Any]] = {
+    "safetensors": _SafetensorsReader,
+    "npz": _NpzReader,
+    "torch": _TorchReader,
+}
+
+
+def format_of(path: Path) -> str:
+    """The format (``"safetensors"``, ``"npz"`` or ``"torch"``) that ``path``'s extension names."""
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise CheckpointError(f"{path.name}: unknown checkpoint format {path.suffix!r}; use one of {sorted(FORMATS)}")
+    return fmt
+
+
+@contextlib.contextmanager
+def open_checkpoint(path: str | os.PathLike[str]) -> Iterator[Reader]:
+    """Open a checkpoint for reading tensors one at a time (a context manager).
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.safetensors``, ``.npz`` or torch ``.pt`` / ``.pth`` / ``.bin`` file (torch must be
+        installed for the latter).
+
+    Yields
+    ------
+    reader
+        ``reader.infos`` lists :class:`TensorInfo` in file order (from the header, nothing loaded);
+        ``reader.read(name)`` returns one tensor as a numpy array (bfloat16 as raw ``uint16`` bits).
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    CheckpointError (a ValueError)
+        Unknown extension, or the file is not readable in its format.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "w.npz")
+    >>> np.savez(path, fc=np.ones((4, 8), np.float32))
+    >>> with open_checkpoint(path) as ckpt:
+    ...     [(i.name, i.shape, i.dtype) for i in ckpt.infos], ckpt.read("fc").sum()
+    ([('fc', (4, 8), 'F32')], np.float32(32.0))
+    """
+    path = Path(path)
+    fmt = format_of(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    reader = _READERS[fmt](path)
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
+# --------------------------------------------------------------------------- writers
+
+
+def _write_safetensors(
+    fp: Any, infos: Sequence[TensorInfo], tensors: Iterable[np.ndarray], meta: dict[str, str]
+) -> None:
+    header: dict[str, Any] = {}
+    offset = 0
+    for info in infos:
+        nbytes = info.size * _CODE_TO_NUMPY[info.dtype].itemsize
+        header[info.name] = {"dtype": info.dtype, "shape": list(info.shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    if meta:
+        header["__metadata__"] = meta
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # the format aligns the data to 8 bytes
+    fp.write(struct.pack("<Q", len(blob)))
+    fp.write(blob)
+    for info, array in zip(infos, tensors, strict=True):
+        fp.write(np.ascontiguousarray(array, dtype=_CODE_TO_NUMPY[info.dtype]).reshape(-1).view(np.uint8).data)
+
+
+def _write_npz(fp: Any, infos: Sequence[TensorInfo], tensors: Iterable[np.ndarray], meta: dict[str, str]) -> None:
+    with zipfile.ZipFile(fp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for info, array in zip(infos, tensors, strict=True):
+            with zf.open(info.name + ".npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
+
+
+def _write_torch(fp: Any, infos: Sequence[TensorInfo], tensors: Iterable[np.ndarray], meta: dict[str, str]) -> None:
+    torch = _need_torch("writing a .pt file")
+    state: dict[str, Any] = {}
+    for info, array in zip(infos, tensors, strict=True):
+        if info.dtype == "BF16":
+            value = torch.from_numpy(np.ascontiguousarray(array).view(np.int16)).view(torch.bfloat16)
+        else:
+            value = torch.from_numpy(np.ascontiguousarray(array))
+        state[info.name] = value
+    torch.save(state, fp)
+
+
+# format -> writer(fp, infos, tensors, metadata): consumes ``tensors`` one at a time into ``fp``
+WRITERS: dict[str, Callable[[Any, Sequence[TensorInfo], Iterable[np.ndarray], dict[str, str]], None]] = {
+    "safetensors": _write_safetensors,
+    "npz": _write_npz,
+    "torch": _write_torch,
+}
+
+
+def check_writable(fmt: str, infos: Sequence[TensorInfo], path: Path) -> None:
+    """Raise :class:`CheckpointError` if format ``fmt`` cannot store every dtype of ``infos``."""
+    for info in infos:
+        if fmt == "npz" and info.dtype in _RAW_CODES:
+            raise CheckpointError(
+                f"tensor {info.name!r} has dtype {info.dtype}, which .npz cannot store; write {path.stem}.safetensors"
+            )
+        if fmt == "torch" and info.dtype not in _TORCH_CODES.values():
+            raise CheckpointError(f"tensor {info.name!r} has dtype {info.dtype}, which this writer cannot store in .pt")
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name the same file (resolved paths, or the same inode)."""
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def atomic_files(paths: Sequence[Path]) -> Iterator[list[Path]]:
+    """Temporary files beside each destination, renamed into place only if the block succeeds."""
+    temps: list[Path] = []
+    try:
+        for path in paths:
+            handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(handle)
+            temps.append(Path(name))
+        yield temps
+        umask = os.umask(0)
+        os.umask(umask)
+        for temp, path in zip(temps, paths, strict=True):
+            os.chmod(temp, 0o666 & ~umask)  # mkstemp makes files private; give them the usual mode
+            os.replace(temp, path)
+    finally:
+        for temp in temps:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+
+
+def write_checkpoint(
+    path: str | os.PathLike[str],
+    infos: Sequence[TensorInfo],
+    tensors: Iterable[np.ndarray],
+    *,
+    metadata: dict[str, str] | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Write tensors, consumed one at a time, to a new checkpoint; the format follows the extension.
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination (``.safetensors``, ``.npz`` or ``.pt``). Written to a temporary file in the same
+        folder and renamed into place when complete, so no partial file is ever left behind.
+    infos : sequence of TensorInfo
+        Names, shapes and dtypes, in the order ``tensors`` yields them.
+    tensors : iterable of ndarray
+        The arrays (bfloat16 as raw ``uint16`` bits); a generator keeps memory to one tensor.
+    metadata : dict of str, optional
+        Stored in the .safetensors header (ignored by other formats).
+    overwrite : bool, default False
+        Replace an existing file at ``path``.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "w.safetensors")
+    >>> write_checkpoint(path, [TensorInfo("fc", (2, 4), "F32")], [np.ones((2, 4), np.float32)])
+    >>> with open_checkpoint(path) as ckpt:
+    ...     ckpt.read("fc").shape
+    (2, 4)
+    """
+    path = Path(path)
+    fmt = format_of(path)
+    check_writable(fmt, infos, path)
+    if path.exists() and not overwrite:
+        raise CheckpointError(f"{path} already exists; choose another name or pass overwrite (--overwrite)")
+    if not path.parent.is_dir():
+        raise CheckpointError(f"folder {path.parent} does not exist")
+
+    def checked() -> Iterator[np.ndarray]:
+        for info, array in zip(infos, tensors, strict=True):
+            if tuple(array.shape) != info.shape:
+                raise CheckpointError(f"tensor {info.name!r} has shape {array.shape}, header says {info.shape}")
+            yield array
+
+    with atomic_files([path]) as (temp,), open(temp, "wb") as fp:
+        WRITERS[fmt](fp, infos, checked(), metadata or {})
