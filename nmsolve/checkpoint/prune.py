@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from nmsolve._progress import progress_bar
-from nmsolve._validate import check_nm, reject_nan
+from nmsolve._validate import check_nm, choose, reject_nan
 from nmsolve.checkpoint.formats import (
     WRITERS,
     CheckpointError,
@@ -95,9 +95,7 @@ MASK_METHODS: dict[str, MaskMethod] = {
 
 def mask_method(method: Any) -> MaskMethod:
     """The :data:`MASK_METHODS` entry named ``method``; an unknown name raises a ValueError listing the valid ones."""
-    if not isinstance(method, str) or method not in MASK_METHODS:
-        raise ValueError(f"method must be one of {sorted(MASK_METHODS)}, got {method!r}")
-    return MASK_METHODS[method]
+    return choose(MASK_METHODS, method)
 
 
 def _bind(solve: Callable[[np.ndarray, int, int], np.ndarray], n: int, m: int) -> Callable[[np.ndarray], np.ndarray]:
