@@ -57,11 +57,11 @@ _EXPORTS: dict[str, str] = {
     "is_transposable": "nmsolve.transposable",
     "transposable_report": "nmsolve.transposable",
     "TransposableResult": "nmsolve.transposable",
-    "bimask_permutation": "nmsolve.permutation",
-    "bimask_masks": "nmsolve.permutation",
-    "BiMaskResult": "nmsolve.permutation",
-    "channel_permutation": "nmsolve.permutation",
-    "ChannelPermutationResult": "nmsolve.permutation",
+    "bimask_permutation": "nmsolve.permutation.bimask",
+    "bimask_masks": "nmsolve.permutation.bimask",
+    "BiMaskResult": "nmsolve.permutation.bimask",
+    "channel_permutation": "nmsolve.permutation.channel",
+    "ChannelPermutationResult": "nmsolve.permutation.channel",
     "unstructured_to_nm": "nmsolve.convert",
     "ConversionResult": "nmsolve.convert",
     "expected_retention": "nmsolve.convert",
@@ -100,11 +100,6 @@ if TYPE_CHECKING:  # static analysers see ordinary imports
         magnitude_mask,
         nm_mask,
     )
-    from nmsolve.permutation import (
-        BiMaskResult,
-        ChannelPermutationResult,
-        bimask_masks,
-        bimask_permutation,
-        channel_permutation,
-    )
+    from nmsolve.permutation.bimask import BiMaskResult, bimask_masks, bimask_permutation
+    from nmsolve.permutation.channel import ChannelPermutationResult, channel_permutation
     from nmsolve.transposable import TransposableResult, is_transposable, transposable_mask, transposable_report

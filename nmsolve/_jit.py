@@ -40,7 +40,8 @@ WARMUP_MODULES: tuple[str, ...] = (
     "nmsolve.training.srste",
     "nmsolve.training._fused",
     "nmsolve.transposable",
-    "nmsolve.permutation",
+    "nmsolve.permutation.bimask",
+    "nmsolve.permutation.channel",
 )
 
 
