@@ -36,15 +36,15 @@ _EXPORTS: dict[str, str] = {
     "WeightLayout": "nmsolve.layout",
     "kept_magnitude": "nmsolve.metrics",
     "kept_fraction": "nmsolve.metrics",
-    "fanin_mask": "nmsolve.fanin",
-    "fanin_for_sparsity": "nmsolve.fanin",
-    "is_constant_fanin": "nmsolve.fanin",
-    "CondensedMatrix": "nmsolve.fanin",
-    "condense": "nmsolve.fanin",
-    "condensed_linear": "nmsolve.fanin",
-    "cosine_drop_fraction": "nmsolve.fanin",
-    "rigl_update": "nmsolve.fanin",
-    "RigLStep": "nmsolve.fanin",
+    "fanin_mask": "nmsolve.fanin.mask",
+    "fanin_for_sparsity": "nmsolve.fanin.mask",
+    "is_constant_fanin": "nmsolve.fanin.mask",
+    "CondensedMatrix": "nmsolve.fanin.condensed",
+    "condense": "nmsolve.fanin.condensed",
+    "condensed_linear": "nmsolve.fanin.condensed",
+    "cosine_drop_fraction": "nmsolve.fanin.rigl",
+    "rigl_update": "nmsolve.fanin.rigl",
+    "RigLStep": "nmsolve.fanin.rigl",
     "mask_diversity": "nmsolve.diversity",
     "MaskDiversity": "nmsolve.diversity",
     "transposable_tile_count": "nmsolve.diversity",
@@ -78,17 +78,9 @@ if TYPE_CHECKING:  # static analysers see ordinary imports
     from nmsolve.checkpoint import checkpoint_report, open_checkpoint, prune_checkpoint, write_checkpoint
     from nmsolve.convert import ConversionResult, expected_retention, unstructured_to_nm
     from nmsolve.diversity import MaskDiversity, mask_diversity, transposable_tile_count, transposable_tile_log10
-    from nmsolve.fanin import (
-        CondensedMatrix,
-        RigLStep,
-        condense,
-        condensed_linear,
-        cosine_drop_fraction,
-        fanin_for_sparsity,
-        fanin_mask,
-        is_constant_fanin,
-        rigl_update,
-    )
+    from nmsolve.fanin.condensed import CondensedMatrix, condense, condensed_linear
+    from nmsolve.fanin.mask import fanin_for_sparsity, fanin_mask, is_constant_fanin
+    from nmsolve.fanin.rigl import RigLStep, cosine_drop_fraction, rigl_update
     from nmsolve.layout import WeightLayout, apply_2d, weight_from_2d, weight_to_2d
     from nmsolve.metrics import kept_fraction, kept_magnitude
     from nmsolve.nm import (
