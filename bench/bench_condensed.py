@@ -55,7 +55,7 @@ def run(quick: bool = False) -> Path:
     import torch
     import torch.nn.functional as F
 
-    from nmsolve.fanin import _condensed_vec_parallel, _condensed_vec_serial
+    from nmsolve.fanin._product import vec_kernel
     from nmsolve.torch import CondensedLinear
 
     out_features, in_features = (64, 256) if quick else (768, 3072)
@@ -99,7 +99,7 @@ def run(quick: bool = False) -> Path:
                     "nmsolve.condensed_linear (numpy, validated)": lambda: nmsolve.condensed_linear(x, cond),
                 }
                 if batch == 1:
-                    vec = _condensed_vec_parallel if t_numba > 1 else _condensed_vec_serial
+                    vec = vec_kernel(parallel=t_numba > 1)
                     fns["numba kernel alone"] = lambda: vec(cond.values, cond.indices, x0, out_vec)
                 with torch.inference_mode():
                     expected = F.linear(xt, dense_t).numpy()

@@ -36,15 +36,15 @@ _EXPORTS: dict[str, str] = {
     "WeightLayout": "nmsolve.layout",
     "kept_magnitude": "nmsolve.metrics",
     "kept_fraction": "nmsolve.metrics",
-    "fanin_mask": "nmsolve.fanin",
-    "fanin_for_sparsity": "nmsolve.fanin",
-    "is_constant_fanin": "nmsolve.fanin",
-    "CondensedMatrix": "nmsolve.fanin",
-    "condense": "nmsolve.fanin",
-    "condensed_linear": "nmsolve.fanin",
-    "cosine_drop_fraction": "nmsolve.fanin",
-    "rigl_update": "nmsolve.fanin",
-    "RigLStep": "nmsolve.fanin",
+    "fanin_mask": "nmsolve.fanin.mask",
+    "fanin_for_sparsity": "nmsolve.fanin.mask",
+    "is_constant_fanin": "nmsolve.fanin.mask",
+    "CondensedMatrix": "nmsolve.fanin.condensed",
+    "condense": "nmsolve.fanin.condensed",
+    "condensed_linear": "nmsolve.fanin.condensed",
+    "cosine_drop_fraction": "nmsolve.fanin.rigl",
+    "rigl_update": "nmsolve.fanin.rigl",
+    "RigLStep": "nmsolve.fanin.rigl",
     "mask_diversity": "nmsolve.diversity",
     "MaskDiversity": "nmsolve.diversity",
     "transposable_tile_count": "nmsolve.diversity",
@@ -57,11 +57,11 @@ _EXPORTS: dict[str, str] = {
     "is_transposable": "nmsolve.transposable",
     "transposable_report": "nmsolve.transposable",
     "TransposableResult": "nmsolve.transposable",
-    "bimask_permutation": "nmsolve.permutation",
-    "bimask_masks": "nmsolve.permutation",
-    "BiMaskResult": "nmsolve.permutation",
-    "channel_permutation": "nmsolve.permutation",
-    "ChannelPermutationResult": "nmsolve.permutation",
+    "bimask_permutation": "nmsolve.permutation.bimask",
+    "bimask_masks": "nmsolve.permutation.bimask",
+    "BiMaskResult": "nmsolve.permutation.bimask",
+    "channel_permutation": "nmsolve.permutation.channel",
+    "ChannelPermutationResult": "nmsolve.permutation.channel",
     "unstructured_to_nm": "nmsolve.convert",
     "ConversionResult": "nmsolve.convert",
     "expected_retention": "nmsolve.convert",
@@ -79,25 +79,12 @@ if TYPE_CHECKING:  # static analysers see ordinary imports
     from nmsolve.combination import best_combination, combination_mask, combination_scores, combinations
     from nmsolve.convert import ConversionResult, expected_retention, unstructured_to_nm
     from nmsolve.diversity import MaskDiversity, mask_diversity, transposable_tile_count, transposable_tile_log10
-    from nmsolve.fanin import (
-        CondensedMatrix,
-        RigLStep,
-        condense,
-        condensed_linear,
-        cosine_drop_fraction,
-        fanin_for_sparsity,
-        fanin_mask,
-        is_constant_fanin,
-        rigl_update,
-    )
+    from nmsolve.fanin.condensed import CondensedMatrix, condense, condensed_linear
+    from nmsolve.fanin.mask import fanin_for_sparsity, fanin_mask, is_constant_fanin
+    from nmsolve.fanin.rigl import RigLStep, cosine_drop_fraction, rigl_update
     from nmsolve.layout import WeightLayout, apply_2d, weight_from_2d, weight_to_2d
     from nmsolve.metrics import kept_fraction, kept_magnitude
     from nmsolve.nm import is_nm, magnitude_mask, nm_mask
-    from nmsolve.permutation import (
-        BiMaskResult,
-        ChannelPermutationResult,
-        bimask_masks,
-        bimask_permutation,
-        channel_permutation,
-    )
+    from nmsolve.permutation.bimask import BiMaskResult, bimask_masks, bimask_permutation
+    from nmsolve.permutation.channel import ChannelPermutationResult, channel_permutation
     from nmsolve.transposable import TransposableResult, is_transposable, transposable_mask, transposable_report

@@ -66,11 +66,13 @@ prange = numba.prange
 # Modules whose private ``_warmup()`` compiles their hot kernels; ``warmup()`` visits them in order.
 WARMUP_MODULES: tuple[str, ...] = (
     "nmsolve.nm",
-    "nmsolve.fanin",
+    "nmsolve.fanin._product",
+    "nmsolve.fanin.rigl",
     "nmsolve.training.srste",
     "nmsolve.training._fused",
     "nmsolve.transposable",
-    "nmsolve.permutation",
+    "nmsolve.permutation.bimask",
+    "nmsolve.permutation.channel",
 )
 
 

@@ -9,7 +9,7 @@ from hypothesis.extra import numpy as hnp
 
 import nmsolve
 from bench.bench_permutation import exact_channel_optimum
-from nmsolve.permutation import _swap_init
+from nmsolve.permutation.channel import _swap_init
 from tests.reference import best_channel_permutation_bruteforce, channel_swap_gain_naive
 
 

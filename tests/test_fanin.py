@@ -391,9 +391,10 @@ def test_rigl_update_keeps_budget_over_repeated_ablation():
 @pytest.mark.parametrize("seed", range(3))
 def test_parallel_kernels_match_the_oracles(monkeypatch, seed):
     """Small inputs run the serial kernels; force the parallel ones (rows in prange) and compare."""
-    from nmsolve import fanin
+    from nmsolve.fanin import _product, rigl
 
-    monkeypatch.setattr(fanin, "FANIN_PARALLEL_MIN", 0)
+    monkeypatch.setattr(_product, "FANIN_PARALLEL_MIN", 0)
+    monkeypatch.setattr(rigl, "FANIN_PARALLEL_MIN", 0)
     rng = np.random.default_rng(seed)
     w = np.round(rng.normal(size=(9, 14)), 1)  # rounding makes ties
     g = np.round(rng.normal(size=(9, 14)), 1)

@@ -412,6 +412,18 @@ def test_channel_permutation_bad_input(w, kwargs, error, match):
         nmsolve.channel_permutation(w, **kwargs)
 
 
+def test_channel_method_table_documents_and_dispatches():
+    from nmsolve.permutation.channel import METHODS
+
+    assert sorted(METHODS) == ["greedy", "stripes", "tabu"]
+    doc = " ".join(nmsolve.channel_permutation.__doc__.split())
+    assert "{methods}" not in doc
+    w = np.random.default_rng(0).normal(size=(8, 16))
+    for name, entry in METHODS.items():
+        assert f'``"{name}"``: ' + " ".join(entry.summary.split()) in doc
+        assert nmsolve.channel_permutation(w, 2, 4, method=name, rng=0, max_iter=20, escapes=2).method == name
+
+
 def test_stripes_refuse_too_many_group_sets():
     with pytest.raises(ValueError, match="use method='tabu'"):
         nmsolve.channel_permutation(np.ones((1, 4 * 200)), 2, 4, method="stripes", stripe_groups=4)

@@ -44,7 +44,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from nmsolve.fanin import CondensedMatrix, _linear_unchecked, condense, is_constant_fanin
+from nmsolve.fanin import CondensedMatrix, condense, is_constant_fanin
+from nmsolve.fanin._product import linear_unchecked
 from nmsolve.torch._convert import to_mask, to_numpy
 from nmsolve.torch.sparse_training import Layer, SparseTraining
 from nmsolve.training.srigl import (
@@ -399,7 +400,7 @@ class CondensedLinear(nn.Module):
         if self._use_numba(x):
             values, indices, rows, bias = self._host_arrays()
             xs = np.ascontiguousarray(x.detach().numpy().reshape(-1, self.in_features))
-            y = _linear_unchecked(values, indices, rows, self.out_features, xs)
+            y = linear_unchecked(values, indices, rows, self.out_features, xs)
             if bias is not None:
                 np.add(y, bias, out=y)
             return torch.from_numpy(y.reshape(*lead, self.out_features))
