@@ -11,9 +11,11 @@ one line on stderr, exit status 2, no traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,37 @@ Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argpar
 
 class CliError(Exception):
     """A user-facing error: printed without a traceback, exit status 2."""
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived: raised in the main thread so that temporary files are removed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _terminate_cleanly() -> Iterator[None]:
+    """While a command runs, SIGTERM and SIGHUP raise :class:`Terminated` (the usual handlers come back after)."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated(signum)
+
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is None:  # pragma: no cover - Windows has no SIGHUP
+            continue
+        try:
+            previous[signum] = signal.signal(signum, handler)
+        except ValueError:  # not the main thread: leave signals alone
+            break
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 # --------------------------------------------------------------------------- demo
@@ -301,10 +334,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             add_arguments(command)
     args = parser.parse_args(words)
     try:
-        return COMMANDS[args.command][2](args)
+        with _terminate_cleanly():
+            return COMMANDS[args.command][2](args)
     except CliError as err:
         print(f"nmsolve {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"nmsolve {args.command}: interrupted (outputs are complete or absent, never partial)", file=sys.stderr)
+        return 130
+    except Terminated as stop:
+        name = signal.Signals(stop.signum).name
+        print(
+            f"nmsolve {args.command}: stopped by {name} (outputs are complete or absent, never partial)",
+            file=sys.stderr,
+        )
+        return 128 + stop.signum
 
 
 if __name__ == "__main__":  # pragma: no cover

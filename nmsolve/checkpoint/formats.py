@@ -21,12 +21,18 @@ whole state dict at once, so a ``.pt`` *output* holds every tensor in memory unt
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import importlib
 import importlib.util
 import json
 import math
 import os
+import shutil
+import signal
+import stat
 import struct
+import sys
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -44,9 +50,11 @@ __all__ = [
     "TensorInfo",
     "atomic_files",
     "check_writable",
+    "commit",
     "decode_float",
     "format_of",
     "open_checkpoint",
+    "place_noreplace",
     "same_file",
     "write_checkpoint",
 ]
@@ -435,9 +443,149 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+
+
+def _renameat2_noreplace(src: Path, dst: Path) -> bool:
+    """``rename(src, dst)`` failing if ``dst`` exists (Linux ``renameat2``); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    if renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False  # this kernel or file system cannot do it: the caller falls back
+    raise OSError(err, os.strerror(err), str(dst))
+
+
+def _exists_error(path: Path) -> CheckpointError:
+    return CheckpointError(
+        f"{path} already exists (another process may have written it meanwhile); "
+        "nothing was replaced: choose another name or pass --overwrite"
+    )
+
+
+def place_noreplace(temp: Path, path: Path) -> None:
+    """Move ``temp`` to ``path`` only if ``path`` does not exist, atomically (never replaces a file).
+
+    ``renameat2(RENAME_NOREPLACE)`` where the kernel has it, else a hard link then unlink of ``temp``
+    (files only). A collision raises :class:`CheckpointError`; so does a file system that supports
+    neither (pass overwrite there).
+    """
+    try:
+        if _renameat2_noreplace(temp, path):
+            return
+    except FileExistsError:
+        raise _exists_error(path) from None
+    if temp.is_dir():  # a folder cannot be hard-linked: rename refuses a non-empty target, check the rest
+        if path.exists():
+            raise _exists_error(path)
+        try:
+            os.rename(temp, path)
+        except OSError as err:
+            if err.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
+                raise _exists_error(path) from None
+            raise
+        return
+    try:
+        os.link(temp, path)
+    except FileExistsError:
+        raise _exists_error(path) from None
+    except OSError as err:
+        if err.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise CheckpointError(
+                f"cannot create {path} without the risk of replacing a file written meanwhile: its file system "
+                f"supports neither hard links nor renameat2 ({err.strerror}); pass --overwrite to replace it"
+            ) from None
+        raise
+    temp.unlink()
+
+
+def _fsync(path: Path) -> None:
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if path.is_dir() else 0)
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    except OSError as err:  # some file systems cannot fsync a folder
+        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _mode_for(temp: Path, path: Path, overwrite: bool) -> int:
+    """The mode an output gets: that of the file it replaces (with overwrite), else the usual 0o666/0o777 less umask."""
+    if overwrite:
+        with contextlib.suppress(FileNotFoundError):
+            return stat.S_IMODE(path.stat().st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if temp.is_dir() else 0o666) & ~umask
+
+
 @contextlib.contextmanager
-def atomic_files(paths: Sequence[Path]) -> Iterator[list[Path]]:
-    """Temporary files beside each destination, renamed into place only if the block succeeds."""
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM/SIGHUP while outputs are moved into place, so they appear together or not at all."""
+    held = {signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])}
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - Windows
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def commit(temps: Sequence[Path], paths: Sequence[Path], *, overwrite: bool = False) -> None:
+    """Move finished temporaries onto their destinations: all of them, or (on a collision) none.
+
+    Each temporary is fsynced first and its folder after. Without ``overwrite`` an existing
+    destination is never replaced, even one created after the start (:func:`place_noreplace`); the
+    destinations already placed are then removed again. With ``overwrite`` a replaced file keeps its mode.
+    """
+    for temp, path in zip(temps, paths, strict=True):
+        os.chmod(temp, _mode_for(temp, path, overwrite))  # mkstemp/mkdtemp make them private
+        _fsync(temp)
+    with _signals_deferred():
+        placed: list[Path] = []
+        try:
+            for temp, path in zip(temps, paths, strict=True):
+                if overwrite and temp.is_dir() and path.is_dir():  # a folder: move the old one aside first
+                    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+                    os.rename(path, old / path.name)
+                    os.rename(temp, path)
+                    shutil.rmtree(old, ignore_errors=True)
+                elif overwrite:
+                    os.replace(temp, path)
+                else:
+                    place_noreplace(temp, path)
+                placed.append(path)
+        except BaseException:
+            if not overwrite:  # what this call created is removed: all or nothing
+                for path in placed:
+                    with contextlib.suppress(OSError):
+                        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+            raise
+        for folder in {path.parent for path in paths}:
+            _fsync(folder)
+
+
+@contextlib.contextmanager
+def atomic_files(paths: Sequence[Path], *, overwrite: bool = False) -> Iterator[list[Path]]:
+    """Temporary files beside each destination, moved into place (:func:`commit`) only if the block succeeds.
+
+    The temporaries are removed on any failure, an interrupt included (the command line turns SIGTERM
+    and SIGHUP into an exception for this).
+    """
     temps: list[Path] = []
     try:
         for path in paths:
@@ -445,11 +593,7 @@ def atomic_files(paths: Sequence[Path]) -> Iterator[list[Path]]:
             os.close(handle)
             temps.append(Path(name))
         yield temps
-        umask = os.umask(0)
-        os.umask(umask)
-        for temp, path in zip(temps, paths, strict=True):
-            os.chmod(temp, 0o666 & ~umask)  # mkstemp makes files private; give them the usual mode
-            os.replace(temp, path)
+        commit(temps, paths, overwrite=overwrite)
     finally:
         for temp in temps:
             with contextlib.suppress(FileNotFoundError):
@@ -503,5 +647,5 @@ def write_checkpoint(
                 raise CheckpointError(f"tensor {info.name!r} has shape {array.shape}, header says {info.shape}")
             yield array
 
-    with atomic_files([path]) as (temp,), open(temp, "wb") as fp:
+    with atomic_files([path], overwrite=overwrite) as (temp,), open(temp, "wb") as fp:
         WRITERS[fmt](fp, infos, checked(), metadata or {})

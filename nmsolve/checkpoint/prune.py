@@ -352,7 +352,7 @@ def prune_checkpoint(
         meta = dict(reader.metadata)
         meta["nmsolve"] = f"pruned {pattern} method={method} from {source.name}"
         try:
-            with atomic_files(outputs) as temps:
+            with atomic_files(outputs, overwrite=overwrite) as temps:
                 with open(temps[0], "wb") as fp:
                     WRITERS[fmt](fp, reader.infos, pruned_tensors(), meta)
                 if masks_path is not None:

@@ -1,0 +1,217 @@
+"""The CLI fault suite: concurrent writers, signals mid-write, a full disk, corrupted headers.
+
+Every case asserts that no partial, temporary or clobbered output is left and that the input is intact.
+"""
+
+import contextlib
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nmsolve
+from nmsolve.checkpoint import CheckpointError
+from nmsolve.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_input(path: Path, rows: int = 8) -> Path:
+    rng = np.random.default_rng(0)
+    np.savez(path, **{f"layer.{i}.weight": rng.normal(size=(rows, 16)).astype(np.float32) for i in range(3)})
+    return path
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+# --------------------------------------------------------------------------- concurrent writers
+
+
+def test_output_created_meanwhile_is_never_replaced(tmp_path, monkeypatch, capsys):
+    import nmsolve.checkpoint.prune as ckpt
+
+    src = make_input(tmp_path / "in.npz")
+    real = ckpt.scores_2d
+
+    def other_writer(info, array):  # another process creates OUT while this one is computing
+        (tmp_path / "out.npz").write_bytes(b"the other run's result")
+        return real(info, array)
+
+    monkeypatch.setattr(ckpt, "scores_2d", other_writer)
+    assert main(["prune", str(src), str(tmp_path / "out.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "out.npz already exists" in err and "nothing was replaced" in err and "Traceback" not in err
+    assert (tmp_path / "out.npz").read_bytes() == b"the other run's result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npz", "out.npz"]  # no temporary left
+
+
+def test_masks_collision_removes_the_output_too(tmp_path, monkeypatch):
+    import nmsolve.checkpoint.prune as ckpt
+
+    src = make_input(tmp_path / "in.npz")
+    real = ckpt.scores_2d
+
+    def other_writer(info, array):
+        (tmp_path / "masks.npz").write_bytes(b"theirs")
+        return real(info, array)
+
+    monkeypatch.setattr(ckpt, "scores_2d", other_writer)
+    with pytest.raises(CheckpointError, match=r"masks\.npz already exists"):
+        nmsolve.prune_checkpoint(src, tmp_path / "out.npz", masks=tmp_path / "masks.npz")
+    # OUT and --masks appear together or not at all
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npz", "masks.npz"]
+    assert (tmp_path / "masks.npz").read_bytes() == b"theirs"
+
+
+def test_two_concurrent_writers_exactly_one_wins(tmp_path, monkeypatch):
+    import nmsolve.checkpoint.prune as ckpt
+
+    src = make_input(tmp_path / "in.npz")
+    before = src.read_bytes()
+    barrier = threading.Barrier(2, timeout=20)
+    real = ckpt.scores_2d
+    seen: set[int] = set()
+
+    def together(info, array):  # both runs pass the start-up checks before either writes
+        if threading.get_ident() not in seen:
+            seen.add(threading.get_ident())
+            barrier.wait()
+        return real(info, array)
+
+    monkeypatch.setattr(ckpt, "scores_2d", together)
+    outcomes: list[object] = []
+
+    def run(n):
+        try:
+            outcomes.append(nmsolve.prune_checkpoint(src, tmp_path / "out.npz", n=n, m=4))
+        except CheckpointError as err:
+            outcomes.append(err)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    errors = [o for o in outcomes if isinstance(o, CheckpointError)]
+    wins = [o for o in outcomes if not isinstance(o, CheckpointError)]
+    assert len(errors) == 1 and len(wins) == 1, outcomes
+    assert "already exists" in str(errors[0])
+    winner = wins[0]
+    with np.load(tmp_path / "out.npz") as out:  # the file on disk is the winner's, complete
+        w = out["layer.0.weight"]
+    assert ((w != 0).reshape(8, 4, 4).sum(axis=2) == winner.n).all()
+    assert src.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npz", "out.npz"]
+
+
+def test_overwrite_keeps_the_mode_of_the_replaced_file(tmp_path):
+    src = make_input(tmp_path / "in.npz")
+    out = tmp_path / "out.npz"
+    out.write_bytes(b"old")
+    out.chmod(0o640)
+    assert main(["prune", str(src), str(out), "--overwrite"]) == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640
+    assert "layer.0.weight" in np.load(out).files
+
+
+def test_outputs_are_fsynced_before_they_are_moved_into_place(tmp_path, monkeypatch):
+    import nmsolve.checkpoint.formats as formats
+
+    src = make_input(tmp_path / "in.npz")
+    synced: list[tuple[str, bool]] = []
+    real = formats._fsync
+
+    def record(path):
+        synced.append((Path(path).name, (tmp_path / "out.npz").exists()))
+        real(path)
+
+    monkeypatch.setattr(formats, "_fsync", record)
+    nmsolve.prune_checkpoint(src, tmp_path / "out.npz")
+    temp_syncs = [name for name, placed in synced if name.startswith(".out.npz.") and not placed]
+    assert temp_syncs, synced  # the file, before the rename
+    assert (tmp_path.name, True) in synced  # and its folder, after
+
+
+# --------------------------------------------------------------------------- signals mid-write
+
+HOOK = """
+import os, sys, time
+import nmsolve.checkpoint.prune as ckpt
+from nmsolve.cli import main
+real = ckpt.scores_2d
+calls = []
+def slow(info, array):
+    calls.append(1)
+    if len(calls) == 2:  # the temporary files exist and hold the first tensor: announce, then wait
+        open(sys.argv[1], "w").close()
+        time.sleep(60)
+    return real(info, array)
+ckpt.scores_2d = slow
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize(("signame", "code"), [("SIGTERM", 143), ("SIGINT", 130), ("SIGHUP", 129)])
+def test_signal_mid_write_leaves_no_output_and_no_temporary(tmp_path, signame, code):
+    if not hasattr(signal, signame):
+        pytest.skip(f"no {signame} here")
+    work = tmp_path / "work"
+    work.mkdir()
+    src = make_input(work / "in.npz")
+    before = snapshot(work)
+    marker = tmp_path / "writing"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-c", HOOK, str(marker), "prune", str(src), str(work / "out.safetensors")]
+    proc = subprocess.Popen(argv + ["--masks", str(work / "m.npz")], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the run never reached the write"
+            time.sleep(0.02)
+        assert any(p.suffix == ".tmp" for p in work.iterdir())  # mid-write indeed
+        proc.send_signal(getattr(signal, signame))
+        _, err = proc.communicate(timeout=30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and "never partial" in err, err
+    assert snapshot(work) == before  # no output, no masks, no temporary; input intact
+
+
+# --------------------------------------------------------------------------- full disk
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    mountpoint = tmp_path / "disk"
+    mountpoint.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=True)
+
+
+def test_full_disk_fails_cleanly_and_leaves_nothing(tmp_path, tiny_disk, capsys):
+    src = make_input(tmp_path / "in.npz", rows=16384)  # 3 MB of weights, the disk holds 1 MB
+    before = src.read_bytes()
+    assert main(["prune", str(src), str(tiny_disk / "out.safetensors"), "--masks", str(tiny_disk / "m.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "No space left" in err and "Traceback" not in err, err
+    assert list(tiny_disk.iterdir()) == []
+    assert src.read_bytes() == before
