@@ -215,3 +215,56 @@ def test_full_disk_fails_cleanly_and_leaves_nothing(tmp_path, tiny_disk, capsys)
     assert "No space left" in err and "Traceback" not in err, err
     assert list(tiny_disk.iterdir()) == []
     assert src.read_bytes() == before
+
+
+# --------------------------------------------------------------------------- corrupted headers
+
+
+def safetensors_bytes(header: dict, data: bytes) -> bytes:
+    import json
+    import struct
+
+    blob = json.dumps(header).encode()
+    return struct.pack("<Q", len(blob)) + blob + data
+
+
+GOOD = {"w": {"dtype": "F32", "shape": [2, 4], "data_offsets": [0, 32]}}
+CORRUPT = [
+    ({"w": {"dtype": "F32", "shape": [2, 4], "data_offsets": [-8, 24]}}, "outside the data section"),
+    ({"w": {"dtype": "F32", "shape": [2, 4], "data_offsets": [0, 64]}}, "outside the data section"),
+    ({"w": {"dtype": "F32", "shape": [2, 4], "data_offsets": [32, 0]}}, "outside the data section"),
+    ({"w": {"dtype": "F32", "shape": [2, 4], "data_offsets": [0.0, 32]}}, "must be two integers"),
+    ({"w": {"dtype": "F32", "shape": [2, 4], "data_offsets": ["0", "32"]}}, "must be two integers"),
+    ({"w": {"dtype": "F32", "shape": [2, 4], "data_offsets": [0, 16]}}, "need 32 bytes"),
+    ({"w": {"dtype": "F32", "shape": [2, -4], "data_offsets": [0, 32]}}, "non-negative integers"),
+    ({"w": {"dtype": "F31", "shape": [2, 4], "data_offsets": [0, 32]}}, "dtype 'F31'"),
+    ({"w": [1, 2]}, "malformed header entry"),
+    (
+        {
+            "a": {"dtype": "F32", "shape": [2, 4], "data_offsets": [0, 32]},
+            "b": {"dtype": "F32", "shape": [2, 4], "data_offsets": [16, 48]},
+        },
+        "'a' and 'b' overlap",
+    ),
+    ({**GOOD, "__metadata__": ["not", "a", "dict"]}, "__metadata__ must be a JSON object"),
+    ({**GOOD, "__metadata__": {"epoch": 3}}, "__metadata__ must be a JSON object"),
+]
+
+
+@pytest.mark.parametrize(("header", "message"), CORRUPT)
+def test_corrupted_safetensors_header_is_refused_clearly(tmp_path, capsys, header, message):
+    src = tmp_path / "in.safetensors"
+    src.write_bytes(safetensors_bytes(header, np.arange(12, dtype=np.float32).tobytes()))
+    before = snapshot(tmp_path)
+    for argv in (["prune", str(src), str(tmp_path / "out.safetensors")], ["report", str(src)]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+    assert snapshot(tmp_path) == before
+
+
+def test_valid_header_with_null_metadata_still_reads(tmp_path):
+    src = tmp_path / "in.safetensors"
+    src.write_bytes(safetensors_bytes({**GOOD, "__metadata__": None}, np.ones(8, np.float32).tobytes()))
+    with nmsolve.checkpoint.open_checkpoint(src) as ckpt:
+        assert ckpt.read("w").shape == (2, 4) and ckpt.metadata == {}

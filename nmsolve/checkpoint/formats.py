@@ -25,6 +25,7 @@ import ctypes
 import errno
 import importlib
 import importlib.util
+import itertools
 import json
 import math
 import os
@@ -153,6 +154,56 @@ class Reader(Protocol):
     def close(self) -> None: ...
 
 
+def _header_metadata(path: Path, meta: Any) -> dict[str, str]:
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise CheckpointError(
+            f"{path}: the header's __metadata__ must be a JSON object of strings to strings, got {meta!r:.200}; "
+            "the file is corrupt or was not written by a safetensors writer"
+        )
+    return dict(meta)
+
+
+def _header_entries(path: Path, header: dict[str, Any], data_size: int) -> list[tuple[int, TensorInfo]]:
+    """Check every tensor entry of a safetensors header; ``(begin, info)`` in file order.
+
+    Offsets must be integers within the data section, each tensor's byte size must be its dtype's
+    size times the product of its shape, and tensors may not overlap (the data section is ``data_size`` bytes).
+    """
+    entries: list[tuple[int, int, TensorInfo]] = []
+    for name, entry in header.items():
+        where = f"{path}: tensor {name!r}"
+        if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
+            raise CheckpointError(f"{where} has a malformed header entry {entry!r:.200} (dtype, shape, data_offsets)")
+        code, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+        if not isinstance(code, str) or code not in _CODE_TO_NUMPY:
+            raise CheckpointError(
+                f"{where} has dtype {code!r:.50}, which is not supported; one of {list(_CODE_TO_NUMPY)}"
+            )
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            raise CheckpointError(f"{where} has shape {shape!r:.100}; a shape is a list of non-negative integers")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
+            raise CheckpointError(f"{where} has data_offsets {offsets!r:.100}; they must be two integers [begin, end]")
+        begin, end = offsets
+        if not 0 <= begin <= end <= data_size:
+            raise CheckpointError(
+                f"{where} has data_offsets [{begin}, {end}] outside the data section of {data_size} bytes"
+            )
+        nbytes = math.prod(shape) * _CODE_TO_NUMPY[code].itemsize
+        if end - begin != nbytes:
+            raise CheckpointError(
+                f"{where} has data_offsets [{begin}, {end}] ({end - begin} bytes) but dtype {code} and shape "
+                f"{tuple(shape)} need {nbytes} bytes"
+            )
+        entries.append((begin, end, TensorInfo(name, tuple(shape), code)))
+    entries.sort(key=lambda e: (e[0], e[1]))  # file order, so reading is sequential
+    for (_, end_a, a), (begin_b, _, b) in itertools.pairwise(entries):
+        if begin_b < end_a:
+            raise CheckpointError(f"{path}: tensors {a.name!r} and {b.name!r} overlap (bytes {begin_b}..{end_a})")
+    return [(begin, info) for begin, _, info in entries]
+
+
 class _SafetensorsReader:
     """Parses the header itself and reads each tensor's bytes on demand (bf16 as raw uint16)."""
 
@@ -175,20 +226,8 @@ class _SafetensorsReader:
         if not isinstance(header, dict):
             raise CheckpointError(f"{path} is not a .safetensors file: its header is not a JSON object")
         self._start = 8 + length
-        self.metadata = {str(k): str(v) for k, v in (header.pop("__metadata__", None) or {}).items()}
-        entries = []
-        for name, entry in header.items():
-            try:
-                code, shape, (begin, end) = entry["dtype"], tuple(int(s) for s in entry["shape"]), entry["data_offsets"]
-                itemsize = _CODE_TO_NUMPY[code].itemsize
-            except (KeyError, TypeError, ValueError):
-                raise CheckpointError(
-                    f"{path}: tensor {name!r} has a malformed or unsupported header {entry}"
-                ) from None
-            if end - begin != math.prod(shape) * itemsize or self._start + end > size:
-                raise CheckpointError(f"{path}: tensor {name!r} has data offsets {begin}..{end} that do not fit")
-            entries.append((begin, TensorInfo(name, shape, code)))
-        entries.sort(key=lambda e: e[0])  # file order, so reading is sequential
+        self.metadata = _header_metadata(path, header.pop("__metadata__", {}))
+        entries = _header_entries(path, header, size - self._start)
         self.infos = [info for _, info in entries]
         self._offsets = {info.name: begin for begin, info in entries}
         self._infos = {info.name: info for info in self.infos}
