@@ -239,6 +239,12 @@ def run_prune(args: argparse.Namespace) -> int:
         f"masks {mask_seconds:.2f} s, total {result.seconds:.2f} s"
     )
     print(f"wrote {result.destination}" + (f" and masks {result.masks}" if result.masks else ""))
+    if result.not_written:
+        names = ", ".join(result.not_written[:10]) + (", ..." if len(result.not_written) > 10 else "")
+        print(
+            f"note: {len(result.not_written)} entries of {args.input} are not tensors and were not written to "
+            f"{result.destination.name} (a .pt output keeps them): {names}"
+        )
     if not result.layers:
         print("note: no tensor matched the selection (float, 2+ dims, --include/--exclude); output equals input")
     return 0

@@ -289,12 +289,17 @@ def _need_torch(what: str) -> Any:
     return importlib.import_module("torch")
 
 
-def _flatten(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            yield from _flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else [(f"{prefix}{key}", value)]
-    else:
-        yield prefix.rstrip("."), tree
+def _flatten(tree: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    """``(key path, leaf)`` for every leaf of nested dicts (anything that is not a dict is a leaf)."""
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            yield from _flatten(value, (*prefix, key))
+        else:
+            yield (*prefix, key), value
+
+
+def _dotted(keys: tuple[Any, ...]) -> str:
+    return ".".join(str(k) for k in keys)
 
 
 _TORCH_CODES = {
@@ -309,6 +314,10 @@ _TORCH_CODES = {
     "uint8": "U8",
     "bool": "BOOL",
 }
+
+
+def _key_path(keys: tuple[Any, ...]) -> str:
+    return "".join(f"[{k!r}]" for k in keys)
 
 
 class _TorchReader:
@@ -331,14 +340,22 @@ class _TorchReader:
             raise CheckpointError(f"{path} is not a torch state dict that can be loaded safely: {err}") from None
         if not isinstance(obj, dict):
             raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict (a dict of tensors)")
-        self.tree = obj
+        self.tree = obj  # the nested structure, rebuilt around the pruned tensors for a .pt output
         self._tensors: dict[str, Any] = {}
-        self.extras: dict[str, Any] = {}
-        for name, value in _flatten(obj):
+        self.non_tensors: list[str] = []  # entries that are not tensors (kept in a .pt output only)
+        paths: dict[str, tuple[Any, ...]] = {}
+        for keys, value in _flatten(obj):
+            name = _dotted(keys)
+            if name in paths:
+                raise CheckpointError(
+                    f"{path}: entries {_key_path(paths[name])} and {_key_path(keys)} both flatten to the name "
+                    f"{name!r}; rename one of them (a checkpoint's tensor names must be unique)"
+                )
+            paths[name] = keys
             if isinstance(value, torch.Tensor):
                 self._tensors[name] = value
             else:
-                self.extras[name] = value
+                self.non_tensors.append(name)
         self.infos = []
         for name, tensor in self._tensors.items():
             code = _TORCH_CODES.get(str(tensor.dtype).removeprefix("torch."))
@@ -443,15 +460,38 @@ def _write_npz(fp: Any, infos: Sequence[TensorInfo], tensors: Iterable[np.ndarra
                 np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
 
 
-def _write_torch(fp: Any, infos: Sequence[TensorInfo], tensors: Iterable[np.ndarray], meta: dict[str, str]) -> None:
+def _write_torch(
+    fp: Any,
+    infos: Sequence[TensorInfo],
+    tensors: Iterable[np.ndarray],
+    meta: dict[str, str],
+    template: dict[Any, Any] | None = None,
+) -> None:
+    """A flat state dict; or, given the ``template`` a .pt reader loaded (its ``tree``), the same nested
+    structure with each tensor replaced by the one written under its dotted name and every other entry kept."""
     torch = _need_torch("writing a .pt file")
     state: dict[str, Any] = {}
     for info, array in zip(infos, tensors, strict=True):
+        array = np.require(array, requirements="C")  # keeps 0-d tensors 0-d (ascontiguousarray makes them 1-d)
         if info.dtype == "BF16":
-            value = torch.from_numpy(np.ascontiguousarray(array).view(np.int16)).view(torch.bfloat16)
+            value = torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
         else:
-            value = torch.from_numpy(np.ascontiguousarray(array))
+            value = torch.from_numpy(array)
         state[info.name] = value
+    if template is not None:
+
+        def rebuild(tree: dict[Any, Any], prefix: tuple[Any, ...]) -> dict[Any, Any]:
+            out: dict[Any, Any] = {}
+            for key, value in tree.items():
+                keys = (*prefix, key)
+                if isinstance(value, dict) and value:
+                    out[key] = rebuild(value, keys)
+                else:
+                    out[key] = state.get(_dotted(keys), value)
+            return out
+
+        torch.save(rebuild(template, ()), fp)
+        return
     torch.save(state, fp)
 
 

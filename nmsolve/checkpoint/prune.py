@@ -210,6 +210,8 @@ class PruneResult:
     layers: tuple[LayerPrune, ...]
     copied: int  # tensors written unchanged
     seconds: float
+    # entries of a .pt input that are not tensors (e.g. "epoch"): kept in a .pt output, not written to others
+    not_written: tuple[str, ...] = ()
 
     @property
     def kept_fraction(self) -> float:
@@ -277,6 +279,11 @@ def prune_checkpoint(
 
     Notes
     -----
+    A torch ``.pt`` input may nest dicts (``{"model": {...}, "epoch": 3}``): tensors are named by
+    their dotted key path (``model.fc.weight``); names that collide after flattening are refused. A
+    ``.pt`` output keeps the input's structure and its non-tensor entries; other formats store
+    tensors only, so non-tensor entries are left out and listed in ``PruneResult.not_written``.
+
     Every selected tensor is checked before anything is written; tensors are then read, masked and
     written one at a time. Conv weights ``[out, in, *kernel]`` are masked on their channel-last view
     ``[out * prod(kernel), in]`` (groups along ``in``). Pruned entries become zero in the tensor's
@@ -351,10 +358,13 @@ def prune_checkpoint(
 
         meta = dict(reader.metadata)
         meta["nmsolve"] = f"pruned {pattern} method={method} from {source.name}"
+        non_tensors = tuple(getattr(reader, "non_tensors", ()))
+        tree = getattr(reader, "tree", None)
+        write = functools.partial(WRITERS["torch"], template=tree) if fmt == "torch" and tree else WRITERS[fmt]
         try:
             with atomic_files(outputs, overwrite=overwrite) as temps:
                 with open(temps[0], "wb") as fp:
-                    WRITERS[fmt](fp, reader.infos, pruned_tensors(), meta)
+                    write(fp, reader.infos, pruned_tensors(), meta)
                 if masks_path is not None:
                     with open(temps[1], "wb") as fp:
                         unpacked = (
@@ -366,6 +376,7 @@ def prune_checkpoint(
             if bar is not None:
                 bar.close()
         copied = len(reader.infos) - len(selected)
+    not_written = () if fmt == "torch" else non_tensors
     return PruneResult(
-        source, destination, masks_path, method, n, m, tuple(layers), copied, time.perf_counter() - start
+        source, destination, masks_path, method, n, m, tuple(layers), copied, time.perf_counter() - start, not_written
     )
