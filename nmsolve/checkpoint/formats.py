@@ -58,6 +58,7 @@ __all__ = [
     "place_noreplace",
     "same_file",
     "write_checkpoint",
+    "write_torch",
 ]
 
 FORMATS = {".safetensors": "safetensors", ".npz": "npz", ".pt": "torch", ".pth": "torch", ".bin": "torch"}
@@ -460,7 +461,7 @@ def _write_npz(fp: Any, infos: Sequence[TensorInfo], tensors: Iterable[np.ndarra
                 np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
 
 
-def _write_torch(
+def write_torch(
     fp: Any,
     infos: Sequence[TensorInfo],
     tensors: Iterable[np.ndarray],
@@ -499,7 +500,7 @@ def _write_torch(
 WRITERS: dict[str, Callable[[Any, Sequence[TensorInfo], Iterable[np.ndarray], dict[str, str]], None]] = {
     "safetensors": _write_safetensors,
     "npz": _write_npz,
-    "torch": _write_torch,
+    "torch": write_torch,
 }
 
 

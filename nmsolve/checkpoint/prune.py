@@ -38,6 +38,7 @@ from nmsolve.checkpoint.formats import (
     format_of,
     open_checkpoint,
     same_file,
+    write_torch,
 )
 from nmsolve.layout import WeightLayout, weight_from_2d, weight_to_2d
 from nmsolve.nm import magnitude_mask
@@ -360,7 +361,7 @@ def prune_checkpoint(
         meta["nmsolve"] = f"pruned {pattern} method={method} from {source.name}"
         non_tensors = tuple(getattr(reader, "non_tensors", ()))
         tree = getattr(reader, "tree", None)
-        write = functools.partial(WRITERS["torch"], template=tree) if fmt == "torch" and tree else WRITERS[fmt]
+        write = functools.partial(write_torch, template=tree) if fmt == "torch" and tree else WRITERS[fmt]
         try:
             with atomic_files(outputs, overwrite=overwrite) as temps:
                 with open(temps[0], "wb") as fp:
