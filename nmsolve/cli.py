@@ -163,8 +163,18 @@ def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``nmsolve prune``."""
     from nmsolve.checkpoint import MASK_METHODS
 
-    parser.add_argument("input", metavar="IN", help="checkpoint to read (.safetensors, .npz, .pt/.pth/.bin)")
-    parser.add_argument("output", metavar="OUT", help="pruned checkpoint to write (format from its extension)")
+    parser.add_argument(
+        "input",
+        metavar="IN",
+        help="checkpoint to read (.safetensors, .npz, .pt/.pth/.bin), or a sharded one: its "
+        "model.safetensors.index.json or the folder holding it",
+    )
+    parser.add_argument(
+        "output",
+        metavar="OUT",
+        help="pruned checkpoint to write (format from its extension); for a sharded IN, a folder name gets "
+        "the same shards, the index and (IN a folder) its other files",
+    )
     by_description: dict[str, list[str]] = {}
     for name, entry in MASK_METHODS.items():
         by_description.setdefault(entry.description, []).append(name)
@@ -179,7 +189,9 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``nmsolve report``."""
     from nmsolve.checkpoint import DEFAULT_REPORT_METHODS
 
-    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint to inspect")
+    parser.add_argument(
+        "checkpoint", metavar="CHECKPOINT", help="checkpoint to inspect (a file, or a sharded index or its folder)"
+    )
     parser.add_argument(
         "--methods",
         default=None,
@@ -239,6 +251,10 @@ def run_prune(args: argparse.Namespace) -> int:
         f"masks {mask_seconds:.2f} s, total {result.seconds:.2f} s"
     )
     print(f"wrote {result.destination}" + (f" and masks {result.masks}" if result.masks else ""))
+    if result.files_copied:
+        print(f"copied {', '.join(result.files_copied)}")
+    if result.files_not_copied:
+        print(f"note: not copied (weights or sub-folders): {', '.join(result.files_not_copied)}")
     if result.not_written:
         names = ", ".join(result.not_written[:10]) + (", ..." if len(result.not_written) > 10 else "")
         print(

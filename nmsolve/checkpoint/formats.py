@@ -121,6 +121,10 @@ class TensorInfo:
         return math.prod(self.shape)
 
     @property
+    def nbytes(self) -> int:
+        return self.size * _CODE_TO_NUMPY[self.dtype].itemsize
+
+    @property
     def is_float(self) -> bool:
         return self.dtype in _FLOAT_CODES
 
@@ -397,7 +401,8 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Iterator[Reader]:
     ----------
     path : str or Path
         A ``.safetensors``, ``.npz`` or torch ``.pt`` / ``.pth`` / ``.bin`` file (torch must be
-        installed for the latter).
+        installed for the latter); or a sharded checkpoint (:class:`ShardedReader`): its index
+        (``model.safetensors.index.json``) or the folder holding it.
 
     Yields
     ------
@@ -422,14 +427,125 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Iterator[Reader]:
     ([('fc', (4, 8), 'F32')], np.float32(32.0))
     """
     path = Path(path)
-    fmt = format_of(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    reader = _READERS[fmt](path)
+    reader: Reader
+    if path.is_dir():
+        reader = ShardedReader(find_index(path), folder=path)
+    elif path.name.endswith(".index.json"):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        reader = ShardedReader(path)
+    else:
+        fmt = format_of(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        reader = _READERS[fmt](path)
     try:
         yield reader
     finally:
         reader.close()
+
+
+# --------------------------------------------------------------------------- sharded checkpoints
+
+INDEX_NAMES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+# files of a model folder that hold weights, and so are never copied beside a pruned sharded checkpoint
+WEIGHT_SUFFIXES = (*FORMATS, ".h5", ".msgpack", ".ckpt", ".gguf", ".onnx", ".tflite")
+
+
+def find_index(folder: Path) -> Path:
+    """The index file of a sharded checkpoint folder (``model.safetensors.index.json`` preferred)."""
+    for name in INDEX_NAMES:
+        if (folder / name).is_file():
+            return folder / name
+    found = sorted(p.name for p in folder.glob("*.index.json") if p.is_file())
+    if len(found) == 1:
+        return folder / found[0]
+    if found:
+        raise CheckpointError(f"{folder} holds several index files {found}; name the one to use")
+    raise CheckpointError(
+        f"{folder} is a folder, not a checkpoint file, and holds no model.safetensors.index.json; name a "
+        f"checkpoint file in it (.safetensors, .npz, .pt/.pth/.bin) or the folder of a sharded checkpoint"
+    )
+
+
+class ShardedReader:
+    """A sharded checkpoint (the way ``save_pretrained`` writes large models): an index JSON
+    ``{"metadata": {"total_size": N}, "weight_map": {tensor: shard file}}`` beside the shard files.
+
+    Tensors are listed shard by shard (``shards``, ``shard_infos``); ``read`` opens one shard at a
+    time and closes it when a tensor of another shard is asked for, so memory stays at one shard
+    (one tensor for .safetensors shards).
+    """
+
+    format = "sharded"
+
+    def __init__(self, index: Path, folder: Path | None = None) -> None:
+        self.path = index
+        self.folder = folder  # the folder the user named, whose other files are copied to the output
+        self.metadata: dict[str, str] = {}
+        try:
+            self.index = json.loads(index.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise CheckpointError(f"{index} is not a sharded-checkpoint index: it is not JSON ({err})") from None
+        weight_map = self.index.get("weight_map") if isinstance(self.index, dict) else None
+        if not isinstance(weight_map, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
+        ):
+            raise CheckpointError(f"{index} is not a sharded-checkpoint index: no weight_map of tensor -> shard file")
+        self.shards: list[str] = sorted(set(weight_map.values()))
+        for shard in self.shards:
+            if Path(shard).name != shard or shard.startswith("."):
+                raise CheckpointError(f"{index}: shard {shard!r} must be a plain file name in the index's folder")
+            format_of(Path(shard))
+            if not (index.parent / shard).is_file():
+                raise CheckpointError(f"{index}: shard file {shard} is missing from {index.parent}")
+        self.shard_infos: dict[str, list[TensorInfo]] = {}
+        self.shard_metadata: dict[str, dict[str, str]] = {}
+        for shard in self.shards:
+            reader = _READERS[format_of(Path(shard))](index.parent / shard)
+            try:
+                self.shard_infos[shard] = list(reader.infos)
+                self.shard_metadata[shard] = dict(reader.metadata)
+            finally:
+                reader.close()
+            for info in reader.infos:
+                if weight_map.get(info.name) != shard:
+                    raise CheckpointError(
+                        f"{index}: tensor {info.name!r} is in {shard} but the weight_map says "
+                        f"{weight_map.get(info.name)!r}; the index does not match its shards"
+                    )
+        self._shard_of = {info.name: shard for shard, infos in self.shard_infos.items() for info in infos}
+        missing = sorted(set(weight_map) - set(self._shard_of))
+        if missing:
+            raise CheckpointError(f"{index}: tensors {missing[:5]} of the weight_map are in none of the shards")
+        self.infos = [info for shard in self.shards for info in self.shard_infos[shard]]
+        self._open: tuple[str, Reader] | None = None
+
+    def read(self, name: str) -> np.ndarray:
+        shard = self._shard_of[name]
+        if self._open is None or self._open[0] != shard:
+            self.close()
+            self._open = (shard, _READERS[format_of(Path(shard))](self.path.parent / shard))
+        return self._open[1].read(name)
+
+    def close(self) -> None:
+        if self._open is not None:
+            self._open[1].close()
+            self._open = None
+
+    def extra_files(self) -> tuple[list[Path], list[Path]]:
+        """The folder's files to copy beside a pruned copy (config, tokenizer...), and those left out
+        (other weight files, index files, sub-folders). Nothing when the index itself was named."""
+        if self.folder is None:
+            return [], []
+        copy: list[Path] = []
+        skip: list[Path] = []
+        for item in sorted(self.folder.iterdir()):
+            if item.name.startswith(".") or item.name in self.shards or item == self.path:
+                continue
+            weights = item.name.endswith(".index.json") or item.suffix.lower() in WEIGHT_SUFFIXES
+            (copy if item.is_file() and not weights else skip).append(item)
+        return copy, skip
 
 
 # --------------------------------------------------------------------------- writers
@@ -634,6 +750,9 @@ def commit(temps: Sequence[Path], paths: Sequence[Path], *, overwrite: bool = Fa
     """
     for temp, path in zip(temps, paths, strict=True):
         os.chmod(temp, _mode_for(temp, path, overwrite))  # mkstemp/mkdtemp make them private
+        if temp.is_dir():
+            for item in temp.iterdir():
+                _fsync(item)
         _fsync(temp)
     with _signals_deferred():
         placed: list[Path] = []
@@ -660,24 +779,33 @@ def commit(temps: Sequence[Path], paths: Sequence[Path], *, overwrite: bool = Fa
 
 
 @contextlib.contextmanager
-def atomic_files(paths: Sequence[Path], *, overwrite: bool = False) -> Iterator[list[Path]]:
-    """Temporary files beside each destination, moved into place (:func:`commit`) only if the block succeeds.
+def atomic_files(
+    paths: Sequence[Path], *, overwrite: bool = False, folders: Sequence[Path] = ()
+) -> Iterator[list[Path]]:
+    """Temporaries beside each destination, moved into place (:func:`commit`) only if the block succeeds.
 
-    The temporaries are removed on any failure, an interrupt included (the command line turns SIGTERM
+    A destination listed in ``folders`` gets a temporary folder, the others a temporary file. The
+    temporaries are removed on any failure, an interrupt included (the command line turns SIGTERM
     and SIGHUP into an exception for this).
     """
     temps: list[Path] = []
     try:
         for path in paths:
-            handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            os.close(handle)
-            temps.append(Path(name))
+            if path in folders:
+                temps.append(Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)))
+            else:
+                handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+                os.close(handle)
+                temps.append(Path(name))
         yield temps
         commit(temps, paths, overwrite=overwrite)
     finally:
         for temp in temps:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
+            if temp.is_dir() and not temp.is_symlink():
+                shutil.rmtree(temp, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    temp.unlink()
 
 
 def write_checkpoint(
