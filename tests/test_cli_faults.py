@@ -4,6 +4,7 @@ Every case asserts that no partial, temporary or clobbered output is left and th
 """
 
 import contextlib
+import json
 import os
 import signal
 import stat
@@ -268,3 +269,64 @@ def test_valid_header_with_null_metadata_still_reads(tmp_path):
     src.write_bytes(safetensors_bytes({**GOOD, "__metadata__": None}, np.ones(8, np.float32).tobytes()))
     with nmsolve.checkpoint.open_checkpoint(src) as ckpt:
         assert ckpt.read("w").shape == (2, 4) and ckpt.metadata == {}
+
+
+# --------------------------------------------------------------------------- no-replace fallbacks
+
+
+def test_without_renameat2_a_hard_link_still_never_replaces(tmp_path, monkeypatch):
+    import nmsolve.checkpoint.formats as formats
+
+    monkeypatch.setattr(formats, "_renameat2_noreplace", lambda src, dst: False)
+    temp = tmp_path / ".out.tmp"
+    temp.write_bytes(b"new")
+    (tmp_path / "out.npz").write_bytes(b"old")
+    with pytest.raises(CheckpointError, match="already exists"):
+        formats.place_noreplace(temp, tmp_path / "out.npz")
+    assert (tmp_path / "out.npz").read_bytes() == b"old" and temp.exists()
+    formats.place_noreplace(temp, tmp_path / "new.npz")
+    assert (tmp_path / "new.npz").read_bytes() == b"new" and not temp.exists()
+
+
+def test_a_file_system_without_links_or_renameat2_gives_a_clear_error(tmp_path, monkeypatch):
+    import errno
+
+    import nmsolve.checkpoint.formats as formats
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(formats, "_renameat2_noreplace", lambda src, dst: False)
+    monkeypatch.setattr(formats.os, "link", no_links)
+    src = make_input(tmp_path / "in.npz")
+    with pytest.raises(CheckpointError, match="supports neither hard links nor renameat2"):
+        nmsolve.prune_checkpoint(src, tmp_path / "out.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npz"]
+
+
+def test_interrupt_while_writing_shards_leaves_no_temporary_folder(tmp_path, monkeypatch):
+    from safetensors.numpy import save_file
+
+    import nmsolve.checkpoint.prune as ckpt
+
+    src = tmp_path / "model"
+    src.mkdir()
+    weight_map = {}
+    for i in range(3):
+        shard = f"model-0000{i + 1}-of-00003.safetensors"
+        save_file({f"l{i}.weight": np.ones((4, 8), np.float32)}, str(src / shard))
+        weight_map[f"l{i}.weight"] = shard
+    index = {"metadata": {"total_size": 384}, "weight_map": weight_map}
+    (src / "model.safetensors.index.json").write_text(json.dumps(index))
+    real, calls = ckpt.scores_2d, []
+
+    def interrupted(info, array):
+        calls.append(1)
+        if len(calls) == 2:  # the first shard is written, the second half-way
+            raise KeyboardInterrupt
+        return real(info, array)
+
+    monkeypatch.setattr(ckpt, "scores_2d", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        nmsolve.prune_checkpoint(src, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
