@@ -40,9 +40,11 @@ def _terminate_cleanly() -> Iterator[None]:
     """While a command runs, SIGTERM and SIGHUP raise :class:`Terminated` (the usual handlers come back after)."""
 
     def handler(signum: int, frame: Any) -> None:
+        for other in previous:  # a second signal must not interrupt the clean-up the first one starts
+            signal.signal(other, signal.SIG_IGN)
         raise Terminated(signum)
 
-    previous = {}
+    previous: dict[int, Any] = {}
     for name in ("SIGTERM", "SIGHUP"):
         signum = getattr(signal, name, None)
         if signum is None:  # pragma: no cover - Windows has no SIGHUP

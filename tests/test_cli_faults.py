@@ -330,3 +330,32 @@ def test_interrupt_while_writing_shards_leaves_no_temporary_folder(tmp_path, mon
     with pytest.raises(KeyboardInterrupt):
         nmsolve.prune_checkpoint(src, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_a_second_sigterm_does_not_interrupt_the_clean_up_and_handlers_are_restored(tmp_path, monkeypatch, capsys):
+    import nmsolve.checkpoint.prune as ckpt
+
+    src = make_input(tmp_path / "in.npz")
+    real, calls, unlinks = ckpt.scores_2d, [], []
+    real_unlink = Path.unlink
+
+    def terminated(info, array):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler raises at the next bytecode
+        return real(info, array)
+
+    def unlink_under_fire(self, *args, **kwargs):
+        unlinks.append(self.name)
+        if len(unlinks) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # impatient: kill again while temporaries are removed
+        return real_unlink(self, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt, "scores_2d", terminated)
+    monkeypatch.setattr(Path, "unlink", unlink_under_fire)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["prune", str(src), str(tmp_path / "out.npz"), "--masks", str(tmp_path / "m.npz")]) == 143
+    assert "stopped by SIGTERM" in capsys.readouterr().err
+    assert len(unlinks) == 2  # both temporaries removed despite the second signal
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npz"]
+    assert signal.getsignal(signal.SIGTERM) is before
