@@ -352,10 +352,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="nmsolve", description="Combinatorial solvers for N:M sparsity masks.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (help_text, add_arguments, _) in COMMANDS.items():
-        command = sub.add_parser(name, help=help_text, description=help_text)
-        if name in words:  # only a command that can run needs its arguments (and the imports behind them)
-            add_arguments(command)
+    try:
+        for name, (help_text, add_arguments, _) in COMMANDS.items():
+            command = sub.add_parser(name, help=help_text, description=help_text)
+            if name in words:  # only a command that can run needs its arguments (and the imports behind them)
+                add_arguments(command)
+    except KeyboardInterrupt:  # Ctrl-C while the imports load: nothing started yet
+        print("nmsolve: interrupted", file=sys.stderr)
+        return 130
     args = parser.parse_args(words)
     try:
         with _terminate_cleanly():

@@ -359,3 +359,15 @@ def test_a_second_sigterm_does_not_interrupt_the_clean_up_and_handlers_are_resto
     assert len(unlinks) == 2  # both temporaries removed despite the second signal
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npz"]
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_ctrl_c_while_the_imports_load_exits_130_without_a_traceback(monkeypatch, capsys):
+    import nmsolve.cli as cli
+
+    def interrupted(parser):
+        raise KeyboardInterrupt
+
+    help_text, _, run = cli.COMMANDS["prune"]
+    monkeypatch.setitem(cli.COMMANDS, "prune", (help_text, interrupted, run))
+    assert main(["prune", "a.npz", "b.npz"]) == 130
+    assert capsys.readouterr().err == "nmsolve: interrupted\n"
