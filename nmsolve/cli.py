@@ -11,9 +11,11 @@ one line on stderr, exit status 2, no traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,39 @@ Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argpar
 
 class CliError(Exception):
     """A user-facing error: printed without a traceback, exit status 2."""
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived: raised in the main thread so that temporary files are removed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _terminate_cleanly() -> Iterator[None]:
+    """While a command runs, SIGTERM and SIGHUP raise :class:`Terminated` (the usual handlers come back after)."""
+
+    def handler(signum: int, frame: Any) -> None:
+        for other in previous:  # a second signal must not interrupt the clean-up the first one starts
+            signal.signal(other, signal.SIG_IGN)
+        raise Terminated(signum)
+
+    previous: dict[int, Any] = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is None:  # pragma: no cover - Windows has no SIGHUP
+            continue
+        try:
+            previous[signum] = signal.signal(signum, handler)
+        except ValueError:  # not the main thread: leave signals alone
+            break
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 # --------------------------------------------------------------------------- demo
@@ -130,8 +165,18 @@ def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``nmsolve prune``."""
     from nmsolve.checkpoint import MASK_METHODS
 
-    parser.add_argument("input", metavar="IN", help="checkpoint to read (.safetensors, .npz, .pt/.pth/.bin)")
-    parser.add_argument("output", metavar="OUT", help="pruned checkpoint to write (format from its extension)")
+    parser.add_argument(
+        "input",
+        metavar="IN",
+        help="checkpoint to read (.safetensors, .npz, .pt/.pth/.bin), or a sharded one: its "
+        "model.safetensors.index.json or the folder holding it",
+    )
+    parser.add_argument(
+        "output",
+        metavar="OUT",
+        help="pruned checkpoint to write (format from its extension); for a sharded IN, a folder name gets "
+        "the same shards, the index and (IN a folder) its other files",
+    )
     by_description: dict[str, list[str]] = {}
     for name, entry in MASK_METHODS.items():
         by_description.setdefault(entry.description, []).append(name)
@@ -146,7 +191,9 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``nmsolve report``."""
     from nmsolve.checkpoint import DEFAULT_REPORT_METHODS
 
-    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint to inspect")
+    parser.add_argument(
+        "checkpoint", metavar="CHECKPOINT", help="checkpoint to inspect (a file, or a sharded index or its folder)"
+    )
     parser.add_argument(
         "--methods",
         default=None,
@@ -206,6 +253,16 @@ def run_prune(args: argparse.Namespace) -> int:
         f"masks {mask_seconds:.2f} s, total {result.seconds:.2f} s"
     )
     print(f"wrote {result.destination}" + (f" and masks {result.masks}" if result.masks else ""))
+    if result.files_copied:
+        print(f"copied {', '.join(result.files_copied)}")
+    if result.files_not_copied:
+        print(f"note: not copied (weights or sub-folders): {', '.join(result.files_not_copied)}")
+    if result.not_written:
+        names = ", ".join(result.not_written[:10]) + (", ..." if len(result.not_written) > 10 else "")
+        print(
+            f"note: {len(result.not_written)} entries of {args.input} are not tensors and were not written to "
+            f"{result.destination.name} (a .pt output keeps them): {names}"
+        )
     if not result.layers:
         print("note: no tensor matched the selection (float, 2+ dims, --include/--exclude); output equals input")
     return 0
@@ -295,16 +352,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="nmsolve", description="Combinatorial solvers for N:M sparsity masks.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (help_text, add_arguments, _) in COMMANDS.items():
-        command = sub.add_parser(name, help=help_text, description=help_text)
-        if name in words:  # only a command that can run needs its arguments (and the imports behind them)
-            add_arguments(command)
+    try:
+        for name, (help_text, add_arguments, _) in COMMANDS.items():
+            command = sub.add_parser(name, help=help_text, description=help_text)
+            if name in words:  # only a command that can run needs its arguments (and the imports behind them)
+                add_arguments(command)
+    except KeyboardInterrupt:  # Ctrl-C while the imports load: nothing started yet
+        print("nmsolve: interrupted", file=sys.stderr)
+        return 130
     args = parser.parse_args(words)
     try:
-        return COMMANDS[args.command][2](args)
+        with _terminate_cleanly():
+            return COMMANDS[args.command][2](args)
     except CliError as err:
         print(f"nmsolve {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"nmsolve {args.command}: interrupted (outputs are complete or absent, never partial)", file=sys.stderr)
+        return 130
+    except Terminated as stop:
+        name = signal.Signals(stop.signum).name
+        print(
+            f"nmsolve {args.command}: stopped by {name} (outputs are complete or absent, never partial)",
+            file=sys.stderr,
+        )
+        return 128 + stop.signum
 
 
 if __name__ == "__main__":  # pragma: no cover

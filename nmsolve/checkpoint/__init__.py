@@ -1,5 +1,8 @@
 """Read, prune and write checkpoints (.safetensors, .npz, torch .pt state dicts), one tensor at a time.
 
+Sharded checkpoints (``model.safetensors.index.json`` and its shards, or the folder holding them)
+are read one shard at a time and written back with the same sharding.
+
 This is the library behind ``nmsolve prune`` and ``nmsolve report`` (the command line itself lives
 in :mod:`nmsolve.cli`); it never parses arguments or prints.
 

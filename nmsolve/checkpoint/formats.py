@@ -21,12 +21,19 @@ whole state dict at once, so a ``.pt`` *output* holds every tensor in memory unt
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import importlib
 import importlib.util
+import itertools
 import json
 import math
 import os
+import shutil
+import signal
+import stat
 import struct
+import sys
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -44,11 +51,14 @@ __all__ = [
     "TensorInfo",
     "atomic_files",
     "check_writable",
+    "commit",
     "decode_float",
     "format_of",
     "open_checkpoint",
+    "place_noreplace",
     "same_file",
     "write_checkpoint",
+    "write_torch",
 ]
 
 FORMATS = {".safetensors": "safetensors", ".npz": "npz", ".pt": "torch", ".pth": "torch", ".bin": "torch"}
@@ -111,6 +121,10 @@ class TensorInfo:
         return math.prod(self.shape)
 
     @property
+    def nbytes(self) -> int:
+        return self.size * _CODE_TO_NUMPY[self.dtype].itemsize
+
+    @property
     def is_float(self) -> bool:
         return self.dtype in _FLOAT_CODES
 
@@ -145,6 +159,56 @@ class Reader(Protocol):
     def close(self) -> None: ...
 
 
+def _header_metadata(path: Path, meta: Any) -> dict[str, str]:
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise CheckpointError(
+            f"{path}: the header's __metadata__ must be a JSON object of strings to strings, got {meta!r:.200}; "
+            "the file is corrupt or was not written by a safetensors writer"
+        )
+    return dict(meta)
+
+
+def _header_entries(path: Path, header: dict[str, Any], data_size: int) -> list[tuple[int, TensorInfo]]:
+    """Check every tensor entry of a safetensors header; ``(begin, info)`` in file order.
+
+    Offsets must be integers within the data section, each tensor's byte size must be its dtype's
+    size times the product of its shape, and tensors may not overlap (the data section is ``data_size`` bytes).
+    """
+    entries: list[tuple[int, int, TensorInfo]] = []
+    for name, entry in header.items():
+        where = f"{path}: tensor {name!r}"
+        if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
+            raise CheckpointError(f"{where} has a malformed header entry {entry!r:.200} (dtype, shape, data_offsets)")
+        code, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+        if not isinstance(code, str) or code not in _CODE_TO_NUMPY:
+            raise CheckpointError(
+                f"{where} has dtype {code!r:.50}, which is not supported; one of {list(_CODE_TO_NUMPY)}"
+            )
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            raise CheckpointError(f"{where} has shape {shape!r:.100}; a shape is a list of non-negative integers")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
+            raise CheckpointError(f"{where} has data_offsets {offsets!r:.100}; they must be two integers [begin, end]")
+        begin, end = offsets
+        if not 0 <= begin <= end <= data_size:
+            raise CheckpointError(
+                f"{where} has data_offsets [{begin}, {end}] outside the data section of {data_size} bytes"
+            )
+        nbytes = math.prod(shape) * _CODE_TO_NUMPY[code].itemsize
+        if end - begin != nbytes:
+            raise CheckpointError(
+                f"{where} has data_offsets [{begin}, {end}] ({end - begin} bytes) but dtype {code} and shape "
+                f"{tuple(shape)} need {nbytes} bytes"
+            )
+        entries.append((begin, end, TensorInfo(name, tuple(shape), code)))
+    entries.sort(key=lambda e: (e[0], e[1]))  # file order, so reading is sequential
+    for (_, end_a, a), (begin_b, _, b) in itertools.pairwise(entries):
+        if begin_b < end_a:
+            raise CheckpointError(f"{path}: tensors {a.name!r} and {b.name!r} overlap (bytes {begin_b}..{end_a})")
+    return [(begin, info) for begin, _, info in entries]
+
+
 class _SafetensorsReader:
     """Parses the header itself and reads each tensor's bytes on demand (bf16 as raw uint16)."""
 
@@ -167,20 +231,8 @@ class _SafetensorsReader:
         if not isinstance(header, dict):
             raise CheckpointError(f"{path} is not a .safetensors file: its header is not a JSON object")
         self._start = 8 + length
-        self.metadata = {str(k): str(v) for k, v in (header.pop("__metadata__", None) or {}).items()}
-        entries = []
-        for name, entry in header.items():
-            try:
-                code, shape, (begin, end) = entry["dtype"], tuple(int(s) for s in entry["shape"]), entry["data_offsets"]
-                itemsize = _CODE_TO_NUMPY[code].itemsize
-            except (KeyError, TypeError, ValueError):
-                raise CheckpointError(
-                    f"{path}: tensor {name!r} has a malformed or unsupported header {entry}"
-                ) from None
-            if end - begin != math.prod(shape) * itemsize or self._start + end > size:
-                raise CheckpointError(f"{path}: tensor {name!r} has data offsets {begin}..{end} that do not fit")
-            entries.append((begin, TensorInfo(name, shape, code)))
-        entries.sort(key=lambda e: e[0])  # file order, so reading is sequential
+        self.metadata = _header_metadata(path, header.pop("__metadata__", {}))
+        entries = _header_entries(path, header, size - self._start)
         self.infos = [info for _, info in entries]
         self._offsets = {info.name: begin for begin, info in entries}
         self._infos = {info.name: info for info in self.infos}
@@ -242,12 +294,17 @@ def _need_torch(what: str) -> Any:
     return importlib.import_module("torch")
 
 
-def _flatten(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            yield from _flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else [(f"{prefix}{key}", value)]
-    else:
-        yield prefix.rstrip("."), tree
+def _flatten(tree: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    """``(key path, leaf)`` for every leaf of nested dicts (anything that is not a dict is a leaf)."""
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            yield from _flatten(value, (*prefix, key))
+        else:
+            yield (*prefix, key), value
+
+
+def _dotted(keys: tuple[Any, ...]) -> str:
+    return ".".join(str(k) for k in keys)
 
 
 _TORCH_CODES = {
@@ -262,6 +319,10 @@ _TORCH_CODES = {
     "uint8": "U8",
     "bool": "BOOL",
 }
+
+
+def _key_path(keys: tuple[Any, ...]) -> str:
+    return "".join(f"[{k!r}]" for k in keys)
 
 
 class _TorchReader:
@@ -284,14 +345,22 @@ class _TorchReader:
             raise CheckpointError(f"{path} is not a torch state dict that can be loaded safely: {err}") from None
         if not isinstance(obj, dict):
             raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict (a dict of tensors)")
-        self.tree = obj
+        self.tree = obj  # the nested structure, rebuilt around the pruned tensors for a .pt output
         self._tensors: dict[str, Any] = {}
-        self.extras: dict[str, Any] = {}
-        for name, value in _flatten(obj):
+        self.non_tensors: list[str] = []  # entries that are not tensors (kept in a .pt output only)
+        paths: dict[str, tuple[Any, ...]] = {}
+        for keys, value in _flatten(obj):
+            name = _dotted(keys)
+            if name in paths:
+                raise CheckpointError(
+                    f"{path}: entries {_key_path(paths[name])} and {_key_path(keys)} both flatten to the name "
+                    f"{name!r}; rename one of them (a checkpoint's tensor names must be unique)"
+                )
+            paths[name] = keys
             if isinstance(value, torch.Tensor):
                 self._tensors[name] = value
             else:
-                self.extras[name] = value
+                self.non_tensors.append(name)
         self.infos = []
         for name, tensor in self._tensors.items():
             code = _TORCH_CODES.get(str(tensor.dtype).removeprefix("torch."))
@@ -332,7 +401,8 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Iterator[Reader]:
     ----------
     path : str or Path
         A ``.safetensors``, ``.npz`` or torch ``.pt`` / ``.pth`` / ``.bin`` file (torch must be
-        installed for the latter).
+        installed for the latter); or a sharded checkpoint (:class:`ShardedReader`): its index
+        (``model.safetensors.index.json``) or the folder holding it.
 
     Yields
     ------
@@ -357,14 +427,125 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Iterator[Reader]:
     ([('fc', (4, 8), 'F32')], np.float32(32.0))
     """
     path = Path(path)
-    fmt = format_of(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    reader = _READERS[fmt](path)
+    reader: Reader
+    if path.is_dir():
+        reader = ShardedReader(find_index(path), folder=path)
+    elif path.name.endswith(".index.json"):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        reader = ShardedReader(path)
+    else:
+        fmt = format_of(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        reader = _READERS[fmt](path)
     try:
         yield reader
     finally:
         reader.close()
+
+
+# --------------------------------------------------------------------------- sharded checkpoints
+
+INDEX_NAMES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+# files of a model folder that hold weights, and so are never copied beside a pruned sharded checkpoint
+WEIGHT_SUFFIXES = (*FORMATS, ".h5", ".msgpack", ".ckpt", ".gguf", ".onnx", ".tflite")
+
+
+def find_index(folder: Path) -> Path:
+    """The index file of a sharded checkpoint folder (``model.safetensors.index.json`` preferred)."""
+    for name in INDEX_NAMES:
+        if (folder / name).is_file():
+            return folder / name
+    found = sorted(p.name for p in folder.glob("*.index.json") if p.is_file())
+    if len(found) == 1:
+        return folder / found[0]
+    if found:
+        raise CheckpointError(f"{folder} holds several index files {found}; name the one to use")
+    raise CheckpointError(
+        f"{folder} is a folder, not a checkpoint file, and holds no model.safetensors.index.json; name a "
+        f"checkpoint file in it (.safetensors, .npz, .pt/.pth/.bin) or the folder of a sharded checkpoint"
+    )
+
+
+class ShardedReader:
+    """A sharded checkpoint (the way ``save_pretrained`` writes large models): an index JSON
+    ``{"metadata": {"total_size": N}, "weight_map": {tensor: shard file}}`` beside the shard files.
+
+    Tensors are listed shard by shard (``shards``, ``shard_infos``); ``read`` opens one shard at a
+    time and closes it when a tensor of another shard is asked for, so memory stays at one shard
+    (one tensor for .safetensors shards).
+    """
+
+    format = "sharded"
+
+    def __init__(self, index: Path, folder: Path | None = None) -> None:
+        self.path = index
+        self.folder = folder  # the folder the user named, whose other files are copied to the output
+        self.metadata: dict[str, str] = {}
+        try:
+            self.index = json.loads(index.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise CheckpointError(f"{index} is not a sharded-checkpoint index: it is not JSON ({err})") from None
+        weight_map = self.index.get("weight_map") if isinstance(self.index, dict) else None
+        if not isinstance(weight_map, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
+        ):
+            raise CheckpointError(f"{index} is not a sharded-checkpoint index: no weight_map of tensor -> shard file")
+        self.shards: list[str] = sorted(set(weight_map.values()))
+        for shard in self.shards:
+            if Path(shard).name != shard or shard.startswith("."):
+                raise CheckpointError(f"{index}: shard {shard!r} must be a plain file name in the index's folder")
+            format_of(Path(shard))
+            if not (index.parent / shard).is_file():
+                raise CheckpointError(f"{index}: shard file {shard} is missing from {index.parent}")
+        self.shard_infos: dict[str, list[TensorInfo]] = {}
+        self.shard_metadata: dict[str, dict[str, str]] = {}
+        for shard in self.shards:
+            reader = _READERS[format_of(Path(shard))](index.parent / shard)
+            try:
+                self.shard_infos[shard] = list(reader.infos)
+                self.shard_metadata[shard] = dict(reader.metadata)
+            finally:
+                reader.close()
+            for info in reader.infos:
+                if weight_map.get(info.name) != shard:
+                    raise CheckpointError(
+                        f"{index}: tensor {info.name!r} is in {shard} but the weight_map says "
+                        f"{weight_map.get(info.name)!r}; the index does not match its shards"
+                    )
+        self._shard_of = {info.name: shard for shard, infos in self.shard_infos.items() for info in infos}
+        missing = sorted(set(weight_map) - set(self._shard_of))
+        if missing:
+            raise CheckpointError(f"{index}: tensors {missing[:5]} of the weight_map are in none of the shards")
+        self.infos = [info for shard in self.shards for info in self.shard_infos[shard]]
+        self._open: tuple[str, Reader] | None = None
+
+    def read(self, name: str) -> np.ndarray:
+        shard = self._shard_of[name]
+        if self._open is None or self._open[0] != shard:
+            self.close()
+            self._open = (shard, _READERS[format_of(Path(shard))](self.path.parent / shard))
+        return self._open[1].read(name)
+
+    def close(self) -> None:
+        if self._open is not None:
+            self._open[1].close()
+            self._open = None
+
+    def extra_files(self) -> tuple[list[Path], list[Path]]:
+        """The folder's files to copy beside a pruned copy (config, tokenizer...), and those left out
+        (other weight files, index files, sub-folders). Nothing when the index itself was named."""
+        if self.folder is None:
+            return [], []
+        copy: list[Path] = []
+        skip: list[Path] = []
+        for item in sorted(self.folder.iterdir()):
+            if item.name.startswith(".") or item.name in self.shards or item == self.path:
+                continue
+            weights = item.name.endswith(".index.json") or item.suffix.lower() in WEIGHT_SUFFIXES
+            (copy if item.is_file() and not weights else skip).append(item)
+        return copy, skip
 
 
 # --------------------------------------------------------------------------- writers
@@ -396,15 +577,38 @@ def _write_npz(fp: Any, infos: Sequence[TensorInfo], tensors: Iterable[np.ndarra
                 np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
 
 
-def _write_torch(fp: Any, infos: Sequence[TensorInfo], tensors: Iterable[np.ndarray], meta: dict[str, str]) -> None:
+def write_torch(
+    fp: Any,
+    infos: Sequence[TensorInfo],
+    tensors: Iterable[np.ndarray],
+    meta: dict[str, str],
+    template: dict[Any, Any] | None = None,
+) -> None:
+    """A flat state dict; or, given the ``template`` a .pt reader loaded (its ``tree``), the same nested
+    structure with each tensor replaced by the one written under its dotted name and every other entry kept."""
     torch = _need_torch("writing a .pt file")
     state: dict[str, Any] = {}
     for info, array in zip(infos, tensors, strict=True):
+        array = np.require(array, requirements="C")  # keeps 0-d tensors 0-d (ascontiguousarray makes them 1-d)
         if info.dtype == "BF16":
-            value = torch.from_numpy(np.ascontiguousarray(array).view(np.int16)).view(torch.bfloat16)
+            value = torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
         else:
-            value = torch.from_numpy(np.ascontiguousarray(array))
+            value = torch.from_numpy(array)
         state[info.name] = value
+    if template is not None:
+
+        def rebuild(tree: dict[Any, Any], prefix: tuple[Any, ...]) -> dict[Any, Any]:
+            out: dict[Any, Any] = {}
+            for key, value in tree.items():
+                keys = (*prefix, key)
+                if isinstance(value, dict) and value:
+                    out[key] = rebuild(value, keys)
+                else:
+                    out[key] = state.get(_dotted(keys), value)
+            return out
+
+        torch.save(rebuild(template, ()), fp)
+        return
     torch.save(state, fp)
 
 
@@ -412,7 +616,7 @@ def _write_torch(fp: Any, infos: Sequence[TensorInfo], tensors: Iterable[np.ndar
 WRITERS: dict[str, Callable[[Any, Sequence[TensorInfo], Iterable[np.ndarray], dict[str, str]], None]] = {
     "safetensors": _write_safetensors,
     "npz": _write_npz,
-    "torch": _write_torch,
+    "torch": write_torch,
 }
 
 
@@ -435,25 +639,173 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+
+
+def _renameat2_noreplace(src: Path, dst: Path) -> bool:
+    """``rename(src, dst)`` failing if ``dst`` exists (Linux ``renameat2``); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    if renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False  # this kernel or file system cannot do it: the caller falls back
+    raise OSError(err, os.strerror(err), str(dst))
+
+
+def _exists_error(path: Path) -> CheckpointError:
+    return CheckpointError(
+        f"{path} already exists (another process may have written it meanwhile); "
+        "nothing was replaced: choose another name or pass --overwrite"
+    )
+
+
+def place_noreplace(temp: Path, path: Path) -> None:
+    """Move ``temp`` to ``path`` only if ``path`` does not exist, atomically (never replaces a file).
+
+    ``renameat2(RENAME_NOREPLACE)`` where the kernel has it, else a hard link then unlink of ``temp``
+    (files only). A collision raises :class:`CheckpointError`; so does a file system that supports
+    neither (pass overwrite there).
+    """
+    try:
+        if _renameat2_noreplace(temp, path):
+            return
+    except FileExistsError:
+        raise _exists_error(path) from None
+    if temp.is_dir():  # a folder cannot be hard-linked: rename refuses a non-empty target, check the rest
+        if path.exists():
+            raise _exists_error(path)
+        try:
+            os.rename(temp, path)
+        except OSError as err:
+            if err.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
+                raise _exists_error(path) from None
+            raise
+        return
+    try:
+        os.link(temp, path)
+    except FileExistsError:
+        raise _exists_error(path) from None
+    except OSError as err:
+        if err.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise CheckpointError(
+                f"cannot create {path} without the risk of replacing a file written meanwhile: its file system "
+                f"supports neither hard links nor renameat2 ({err.strerror}); pass --overwrite to replace it"
+            ) from None
+        raise
+    temp.unlink()
+
+
+def _fsync(path: Path) -> None:
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if path.is_dir() else 0)
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    except OSError as err:  # some file systems cannot fsync a folder
+        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _mode_for(temp: Path, path: Path, overwrite: bool) -> int:
+    """The mode an output gets: that of the file it replaces (with overwrite), else the usual 0o666/0o777 less umask."""
+    if overwrite:
+        with contextlib.suppress(FileNotFoundError):
+            return stat.S_IMODE(path.stat().st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if temp.is_dir() else 0o666) & ~umask
+
+
 @contextlib.contextmanager
-def atomic_files(paths: Sequence[Path]) -> Iterator[list[Path]]:
-    """Temporary files beside each destination, renamed into place only if the block succeeds."""
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM/SIGHUP while outputs are moved into place, so they appear together or not at all."""
+    held = {signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])}
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - Windows
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def commit(temps: Sequence[Path], paths: Sequence[Path], *, overwrite: bool = False) -> None:
+    """Move finished temporaries onto their destinations: all of them, or (on a collision) none.
+
+    Each temporary is fsynced first and its folder after. Without ``overwrite`` an existing
+    destination is never replaced, even one created after the start (:func:`place_noreplace`); the
+    destinations already placed are then removed again. With ``overwrite`` a replaced file keeps its mode.
+    """
+    for temp, path in zip(temps, paths, strict=True):
+        os.chmod(temp, _mode_for(temp, path, overwrite))  # mkstemp/mkdtemp make them private
+        if temp.is_dir():
+            for item in temp.iterdir():
+                _fsync(item)
+        _fsync(temp)
+    with _signals_deferred():
+        placed: list[Path] = []
+        try:
+            for temp, path in zip(temps, paths, strict=True):
+                if overwrite and temp.is_dir() and path.is_dir():  # a folder: move the old one aside first
+                    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+                    os.rename(path, old / path.name)
+                    os.rename(temp, path)
+                    shutil.rmtree(old, ignore_errors=True)
+                elif overwrite:
+                    os.replace(temp, path)
+                else:
+                    place_noreplace(temp, path)
+                placed.append(path)
+        except BaseException:
+            if not overwrite:  # what this call created is removed: all or nothing
+                for path in placed:
+                    with contextlib.suppress(OSError):
+                        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+            raise
+        for folder in {path.parent for path in paths}:
+            _fsync(folder)
+
+
+@contextlib.contextmanager
+def atomic_files(
+    paths: Sequence[Path], *, overwrite: bool = False, folders: Sequence[Path] = ()
+) -> Iterator[list[Path]]:
+    """Temporaries beside each destination, moved into place (:func:`commit`) only if the block succeeds.
+
+    A destination listed in ``folders`` gets a temporary folder, the others a temporary file. The
+    temporaries are removed on any failure, an interrupt included (the command line turns SIGTERM
+    and SIGHUP into an exception for this).
+    """
     temps: list[Path] = []
     try:
         for path in paths:
-            handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            os.close(handle)
-            temps.append(Path(name))
+            if path in folders:
+                temps.append(Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)))
+            else:
+                handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+                os.close(handle)
+                temps.append(Path(name))
         yield temps
-        umask = os.umask(0)
-        os.umask(umask)
-        for temp, path in zip(temps, paths, strict=True):
-            os.chmod(temp, 0o666 & ~umask)  # mkstemp makes files private; give them the usual mode
-            os.replace(temp, path)
+        commit(temps, paths, overwrite=overwrite)
     finally:
         for temp in temps:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
+            if temp.is_dir() and not temp.is_symlink():
+                shutil.rmtree(temp, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    temp.unlink()
 
 
 def write_checkpoint(
@@ -503,5 +855,5 @@ def write_checkpoint(
                 raise CheckpointError(f"tensor {info.name!r} has shape {array.shape}, header says {info.shape}")
             yield array
 
-    with atomic_files([path]) as (temp,), open(temp, "wb") as fp:
+    with atomic_files([path], overwrite=overwrite) as (temp,), open(temp, "wb") as fp:
         WRITERS[fmt](fp, infos, checked(), metadata or {})

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import math
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -29,8 +31,10 @@ import numpy as np
 from nmsolve._progress import progress_bar
 from nmsolve._validate import check_nm, choose, reject_nan
 from nmsolve.checkpoint.formats import (
+    FORMATS,
     WRITERS,
     CheckpointError,
+    ShardedReader,
     TensorInfo,
     atomic_files,
     check_writable,
@@ -38,6 +42,7 @@ from nmsolve.checkpoint.formats import (
     format_of,
     open_checkpoint,
     same_file,
+    write_torch,
 )
 from nmsolve.layout import WeightLayout, weight_from_2d, weight_to_2d
 from nmsolve.nm import magnitude_mask
@@ -210,6 +215,11 @@ class PruneResult:
     layers: tuple[LayerPrune, ...]
     copied: int  # tensors written unchanged
     seconds: float
+    # entries of a .pt input that are not tensors (e.g. "epoch"): kept in a .pt output, not written to others
+    not_written: tuple[str, ...] = ()
+    # a sharded folder input written to a folder: its other files copied (config, tokenizer...) and left out
+    files_copied: tuple[str, ...] = ()
+    files_not_copied: tuple[str, ...] = ()
 
     @property
     def kept_fraction(self) -> float:
@@ -246,7 +256,13 @@ def prune_checkpoint(
     ----------
     source, destination : str or Path
         Input and output checkpoints (.safetensors, .npz, .pt; the formats may differ). The source is
-        never modified; the destination must differ from it.
+        never modified; the destination must differ from it. A sharded source (its
+        ``model.safetensors.index.json`` or the folder holding it) is read one shard at a time; with a
+        destination that is a folder name (no checkpoint extension) the same shards and an updated
+        index are written there, plus, when the source was named by its folder, the folder's other
+        files (config, tokenizer...; other weight files are left out). The folder is built beside the
+        destination and renamed into place when complete. A destination with an extension gets
+        every tensor in one file.
     n, m : int
         The pattern: keep ``n`` of every ``m`` along the input channels.
     method : str, default "nm"
@@ -277,6 +293,11 @@ def prune_checkpoint(
 
     Notes
     -----
+    A torch ``.pt`` input may nest dicts (``{"model": {...}, "epoch": 3}``): tensors are named by
+    their dotted key path (``model.fc.weight``); names that collide after flattening are refused. A
+    ``.pt`` output keeps the input's structure and its non-tensor entries; other formats store
+    tensors only, so non-tensor entries are left out and listed in ``PruneResult.not_written``.
+
     Every selected tensor is checked before anything is written; tensors are then read, masked and
     written one at a time. Conv weights ``[out, in, *kernel]`` are masked on their channel-last view
     ``[out * prod(kernel), in]`` (groups along ``in``). Pruned entries become zero in the tensor's
@@ -312,8 +333,15 @@ def prune_checkpoint(
         chosen = {info.name for info in select(reader.infos, include, exclude)}
         selected = [info for info in reader.infos if info.name in chosen]
         _check_divisible(selected, m, transposable)
-        fmt = format_of(destination)
-        check_writable(fmt, reader.infos, destination)
+        sharded = reader if isinstance(reader, ShardedReader) else None
+        to_folder = sharded is not None and destination.suffix.lower() not in FORMATS
+        fmt = "sharded" if to_folder else format_of(destination)
+        if sharded is not None and to_folder:
+            for shard in sharded.shards:
+                check_writable(format_of(Path(shard)), sharded.shard_infos[shard], destination / shard)
+            _check_folder_output(destination, source, overwrite)
+        else:
+            check_writable(fmt, reader.infos, destination)
         mask_infos = [TensorInfo(info.name, info.shape, "BOOL") for info in selected]
         for out in outputs:
             if out.exists() and not overwrite:
@@ -325,8 +353,8 @@ def prune_checkpoint(
         warmed: set[Any] = set()
         bar = progress_bar(len(selected), progress, f"prune {pattern}", "tensor")
 
-        def pruned_tensors() -> Iterator[np.ndarray]:
-            for info in reader.infos:
+        def pruned_tensors(infos: Sequence[TensorInfo]) -> Iterator[np.ndarray]:
+            for info in infos:
                 array = reader.read(info.name)
                 if info.name not in chosen:
                     yield array
@@ -349,12 +377,19 @@ def prune_checkpoint(
                     bar.update(1)
                 yield np.where(mask, array, np.zeros((), dtype=array.dtype))
 
-        meta = dict(reader.metadata)
-        meta["nmsolve"] = f"pruned {pattern} method={method} from {source.name}"
+        note = f"pruned {pattern} method={method} from {source.name}"
+        meta = {**reader.metadata, "nmsolve": note}
+        non_tensors = tuple(getattr(reader, "non_tensors", ()))
+        tree = getattr(reader, "tree", None)
+        copied_files: list[Path] = []
         try:
-            with atomic_files(outputs) as temps:
-                with open(temps[0], "wb") as fp:
-                    WRITERS[fmt](fp, reader.infos, pruned_tensors(), meta)
+            with atomic_files(outputs, overwrite=overwrite, folders=[destination] if to_folder else []) as temps:
+                if sharded is not None and to_folder:
+                    copied_files = _write_sharded(sharded, temps[0], pruned_tensors, note)
+                else:
+                    write = functools.partial(write_torch, template=tree) if fmt == "torch" and tree else WRITERS[fmt]
+                    with open(temps[0], "wb") as fp:
+                        write(fp, reader.infos, pruned_tensors(reader.infos), meta)
                 if masks_path is not None:
                     with open(temps[1], "wb") as fp:
                         unpacked = (
@@ -366,6 +401,63 @@ def prune_checkpoint(
             if bar is not None:
                 bar.close()
         copied = len(reader.infos) - len(selected)
+        skipped_files = tuple(p.name for p in sharded.extra_files()[1]) if sharded is not None and to_folder else ()
+    not_written = () if fmt == "torch" else non_tensors
     return PruneResult(
-        source, destination, masks_path, method, n, m, tuple(layers), copied, time.perf_counter() - start
+        source,
+        destination,
+        masks_path,
+        method,
+        n,
+        m,
+        tuple(layers),
+        copied,
+        time.perf_counter() - start,
+        not_written,
+        tuple(p.name for p in copied_files),
+        skipped_files,
     )
+
+
+def _check_folder_output(destination: Path, source: Path, overwrite: bool) -> None:
+    """A sharded checkpoint is written to a new folder; ``--overwrite`` replaces only a sharded checkpoint."""
+    if destination.exists() and not destination.is_dir():
+        raise CheckpointError(
+            f"{destination} exists and is not a folder; a sharded checkpoint is written to a folder "
+            "(or name a .safetensors/.npz/.pt file to write it unsharded)"
+        )
+    src_folder = source if source.is_dir() else source.parent
+    if same_file(destination, src_folder) or src_folder.resolve().is_relative_to(destination.resolve()):
+        raise CheckpointError(f"{destination} holds the input checkpoint; write the pruned model to a new folder")
+    if overwrite and destination.is_dir() and not any(destination.glob("*.index.json")):
+        raise CheckpointError(
+            f"{destination} is a folder but not a sharded checkpoint (no *.index.json); --overwrite replaces only "
+            "a previous output, so remove it yourself or choose another name"
+        )
+
+
+def _write_sharded(
+    reader: ShardedReader,
+    folder: Path,
+    pruned_tensors: Callable[[Sequence[TensorInfo]], Iterator[np.ndarray]],
+    note: str,
+) -> list[Path]:
+    """Write the pruned shards (the same sharding), the index and the folder's other files into ``folder``."""
+    total = 0
+    for shard in reader.shards:
+        infos = reader.shard_infos[shard]
+        meta = {**reader.shard_metadata[shard], "nmsolve": note}
+        with open(folder / shard, "wb") as fp:
+            WRITERS[format_of(Path(shard))](fp, infos, pruned_tensors(infos), meta)
+        reader.close()  # one shard open at a time
+        total += sum(info.nbytes for info in infos)
+    index = dict(reader.index)
+    old_meta = index.get("metadata")
+    index["metadata"] = {**(old_meta if isinstance(old_meta, dict) else {}), "total_size": total}
+    with open(folder / reader.path.name, "w", encoding="utf-8") as fp:
+        json.dump(index, fp, indent=2, sort_keys=False)
+        fp.write("\n")
+    copy, _ = reader.extra_files()
+    for item in copy:
+        shutil.copyfile(item, folder / item.name)
+    return copy

@@ -45,7 +45,7 @@ class LayerReport:
     name: str
     shape: tuple[int, ...]
     magnitude: float  # sum |W|
-    density: float  # nonzero fraction
+    density: float | None  # nonzero fraction (None: the tensor is empty)
     nm_violations: float  # fraction of groups of m with more than n nonzeros
     transposable_violations: float | None  # fraction of m x m tiles not transposable N:M (None: rows % m)
     kept: dict[str, float | None] = field(default_factory=dict)  # method -> kept fraction (None: n/a)
@@ -90,7 +90,8 @@ def checkpoint_report(
     Parameters
     ----------
     path : str or Path
-        The checkpoint (read one tensor at a time, never modified).
+        The checkpoint (read one tensor at a time, never modified): a file, or a sharded checkpoint's
+        index or folder.
     n, m : int
         The pattern.
     methods : sequence of str, optional
@@ -178,4 +179,5 @@ def _measure(
         got, total = kept_and_total(weights, mask)
         kept[method] = got / total if total else 1.0
     magnitude = float(np.abs(weights).sum(dtype=np.float64))
-    return LayerReport(info.name, info.shape, magnitude, float(nonzero.mean()), nm_bad, t_bad, kept, seconds)
+    density = float(nonzero.mean()) if nonzero.size else None  # an empty tensor has no density (not nan)
+    return LayerReport(info.name, info.shape, magnitude, density, nm_bad, t_bad, kept, seconds)
