@@ -448,6 +448,7 @@ def _stripes_sweeps(colv, perm, n, m, combos, dirty, subsets, by_low, group_valu
 
 
 _MAX_STRIPE_SETS = 1_000_000
+_MAX_STRIPE_COLUMNS = 16  # columns split exhaustively at once: a DP over 2**16 subsets
 
 
 def _stripes_method(
@@ -581,6 +582,9 @@ class ChannelMethod:
         the method from ``perm`` on the scaled scores ``colv`` (``in x out``).
     steps : callable
         ``steps(settings)``: the length of its progress bar (swaps or escapes).
+    max_m : int or None
+        The largest group length ``m`` the method supports (None: every N:M); a larger ``m`` is
+        refused up front, naming the methods that support it.
     """
 
     summary: str
@@ -588,6 +592,7 @@ class ChannelMethod:
         [np.ndarray, np.ndarray, int, int, np.random.Generator, _Budget, _Settings, Any], tuple[np.ndarray, int]
     ]
     steps: Callable[[_Settings], int]
+    max_m: int | None = None
 
 
 # The one table of channel-permutation methods: channel_permutation's docstring lists it, and its
@@ -607,11 +612,16 @@ METHODS: dict[str, ChannelMethod] = {
     "stripes": ChannelMethod(
         "the published stripe-group search, an exhaustive optimal re-split of every set of "
         "``stripe_groups`` groups until none improves, then ``escapes`` random swaps each followed by "
-        "local re-optimisation (kept only if better).",
+        "local re-optimisation (kept only if better). Supports m <= 8 only: it splits "
+        "``stripe_groups * m <= 16`` columns exhaustively, and at least two groups must be re-split.",
         _stripes_method,
         lambda s: s.escapes,
+        max_m=_MAX_STRIPE_COLUMNS // 2,
     ),
 }
+
+
+_DEFAULT_METHOD = "tabu"
 
 
 def _document_methods(fn: Callable[..., Any], table: dict[str, ChannelMethod]) -> None:
@@ -631,7 +641,7 @@ def channel_permutation(
     n: int = 2,
     m: int = 4,
     *,
-    method: str = "tabu",
+    method: str = _DEFAULT_METHOD,
     rng: Any = None,
     time_limit: float | None = None,
     max_iter: int | None = None,
@@ -651,7 +661,7 @@ def channel_permutation(
         ``[out * prod(kernel), in]`` (see :func:`weight_to_2d`). ``in`` must be a multiple of ``m``.
         Any nonnegative score matrix (e.g. ``|W| * mask``) works the same way.
     n, m : int, default 2, 4
-        Any N:M pattern.
+        Any N:M pattern (the default method supports every one; ``"stripes"`` only ``m <= 8``).
     method : str, default "tabu"
         A key of :data:`METHODS`; the list below is generated from that table:
 
@@ -673,7 +683,7 @@ def channel_permutation(
     tenure : int or None
         Tabu tenure (default ``max(3, round(sqrt(in) / 2))``), plus a random ``0..tenure``.
     stripe_groups : int, default 2
-        Stripes: groups re-split together (``stripe_groups * m <= 16``).
+        Stripes: groups re-split together (``stripe_groups * m <= 16``); ignored by the other methods.
     escapes : int, default 100
         Stripes: random escapes from the local optimum.
     refine : bool, default False
@@ -690,7 +700,8 @@ def channel_permutation(
     Raises
     ------
     ValueError
-        NaN or inf in ``W``, ``in`` not a multiple of ``m``, unknown ``method``.
+        NaN or inf in ``W``, ``in`` not a multiple of ``m``, unknown ``method``, ``method="stripes"``
+        with ``m > 8``.
 
     Notes
     -----
@@ -745,9 +756,19 @@ def channel_permutation(
     max_iter = 1000 if max_iter is None else check_int(max_iter, "max_iter", minimum=0)
     patience = max(200, cols // 4) if patience is None else check_int(patience, "patience", minimum=1)
     tenure = max(3, round(math.sqrt(cols) / 2)) if tenure is None else check_int(tenure, "tenure", minimum=0)
+    if chosen.max_m is not None and m > chosen.max_m:
+        others = sorted(name for name, entry in METHODS.items() if entry.max_m is None or m <= entry.max_m)
+        raise ValueError(
+            f"method={method!r} supports m <= {chosen.max_m}, got {n}:{m}; use one of {others} for this "
+            f"pattern (the default {_DEFAULT_METHOD!r} supports every N:M)"
+        )
     stripe_groups = check_int(stripe_groups, "stripe_groups", minimum=1)
-    if stripe_groups * m > 16:
-        raise ValueError(f"stripe_groups * m must be <= 16 (exhaustive splits), got {stripe_groups} * {m}")
+    if method == "stripes" and stripe_groups * m > _MAX_STRIPE_COLUMNS:
+        raise ValueError(
+            f"stripe_groups * m must be <= {_MAX_STRIPE_COLUMNS} (the stripe search splits that many columns "
+            f"exhaustively), got stripe_groups={stripe_groups} with m={m}; use stripe_groups <= "
+            f"{max(1, _MAX_STRIPE_COLUMNS // m)}"
+        )
     escapes = check_int(escapes, "escapes", minimum=0)
     settings = _Settings(
         max_iter=max_iter, patience=patience, tenure=tenure, stripe_groups=stripe_groups, escapes=escapes
