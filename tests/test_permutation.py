@@ -344,6 +344,38 @@ def test_time_limit_returns_a_valid_permutation():
         check_result(res, w, 2, 4)
 
 
+@pytest.mark.parametrize("method", ["tabu", "greedy", "stripes"])
+def test_a_time_limit_is_used_in_full_and_a_longer_one_is_never_worse(method):
+    # issue 13 item 15: time_limit=1 used to stop after 0.03 s (the default 1000 swaps / patience)
+    from nmsolve.datasets import gaussian_matrix
+
+    w = gaussian_matrix(128 if method != "stripes" else 32, 64, seed=1, dtype=np.float64)
+    short = nmsolve.channel_permutation(w, 2, 4, method=method, rng=3, time_limit=0.1)
+    full = nmsolve.channel_permutation(w, 2, 4, method=method, rng=3, time_limit=0.3)
+    assert full.seconds >= 0.25 or full.optimal
+    assert full.kept_after >= short.kept_after  # the same seeded path, searched further
+    check_result(full, w, 2, 4)
+    if method != "stripes":  # (stripes' default 100 escapes take seconds)
+        quick = nmsolve.channel_permutation(w, 2, 4, method=method, rng=3)  # the default work limits
+        assert not quick.optimal and quick.seconds < 0.25
+        if method == "greedy" or full.iterations >= quick.iterations:  # greedy restarts from its optimum
+            assert full.kept_after >= quick.kept_after
+
+
+def test_a_time_limit_stops_early_at_a_proven_optimum():
+    # the bound is reachable (pair every large column with a small one): proven, no need to wait
+    w = np.array([[1.0, 1.0, 1.0, 1.0, 0.1, 0.1, 0.1, 0.1]] * 3)
+    for method in ("tabu", "greedy", "stripes"):
+        res = nmsolve.channel_permutation(w, 2, 4, method=method, rng=0, time_limit=30)
+        assert res.optimal and res.seconds < 5 and res.kept_after == pytest.approx(res.bound), method
+    # stripes re-splitting every group at once is exhaustive: proven even below the bound
+    w = np.random.default_rng(5).normal(size=(40, 12))
+    res = nmsolve.channel_permutation(w, 2, 4, method="stripes", stripe_groups=3, time_limit=30)
+    assert res.optimal and res.seconds < 5
+    assert res.kept_after == pytest.approx(best_channel_permutation_bruteforce(w, 2, 4), rel=1e-12)
+    assert not nmsolve.channel_permutation(w, 2, 4, method="stripes", stripe_groups=2, escapes=0).optimal
+
+
 @pytest.mark.parametrize(("n", "m"), [(4, 4), (1, 1)])
 def test_dense_pattern_is_the_identity(n, m):
     w = np.random.default_rng(13).normal(size=(4, 8))
