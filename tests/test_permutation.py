@@ -344,6 +344,38 @@ def test_time_limit_returns_a_valid_permutation():
         check_result(res, w, 2, 4)
 
 
+@pytest.mark.parametrize("method", ["tabu", "greedy", "stripes"])
+def test_a_time_limit_is_used_in_full_and_a_longer_one_is_never_worse(method):
+    # issue 13 item 15: time_limit=1 used to stop after 0.03 s (the default 1000 swaps / patience)
+    from nmsolve.datasets import gaussian_matrix
+
+    w = gaussian_matrix(128 if method != "stripes" else 32, 64, seed=1, dtype=np.float64)
+    short = nmsolve.channel_permutation(w, 2, 4, method=method, rng=3, time_limit=0.1)
+    full = nmsolve.channel_permutation(w, 2, 4, method=method, rng=3, time_limit=0.3)
+    assert full.seconds >= 0.25 or full.optimal
+    assert full.kept_after >= short.kept_after  # the same seeded path, searched further
+    check_result(full, w, 2, 4)
+    if method != "stripes":  # (stripes' default 100 escapes take seconds)
+        quick = nmsolve.channel_permutation(w, 2, 4, method=method, rng=3)  # the default work limits
+        assert not quick.optimal and quick.seconds < 0.25
+        if method == "greedy" or full.iterations >= quick.iterations:  # greedy restarts from its optimum
+            assert full.kept_after >= quick.kept_after
+
+
+def test_a_time_limit_stops_early_at_a_proven_optimum():
+    # the bound is reachable (pair every large column with a small one): proven, no need to wait
+    w = np.array([[1.0, 1.0, 1.0, 1.0, 0.1, 0.1, 0.1, 0.1]] * 3)
+    for method in ("tabu", "greedy", "stripes"):
+        res = nmsolve.channel_permutation(w, 2, 4, method=method, rng=0, time_limit=30)
+        assert res.optimal and res.seconds < 5 and res.kept_after == pytest.approx(res.bound), method
+    # stripes re-splitting every group at once is exhaustive: proven even below the bound
+    w = np.random.default_rng(5).normal(size=(40, 12))
+    res = nmsolve.channel_permutation(w, 2, 4, method="stripes", stripe_groups=3, time_limit=30)
+    assert res.optimal and res.seconds < 5
+    assert res.kept_after == pytest.approx(best_channel_permutation_bruteforce(w, 2, 4), rel=1e-12)
+    assert not nmsolve.channel_permutation(w, 2, 4, method="stripes", stripe_groups=2, escapes=0).optimal
+
+
 @pytest.mark.parametrize(("n", "m"), [(4, 4), (1, 1)])
 def test_dense_pattern_is_the_identity(n, m):
     w = np.random.default_rng(13).normal(size=(4, 8))
@@ -398,7 +430,8 @@ def test_channel_views_and_input_not_modified(view):
         (np.ones(8), {}, ValueError, "at least 2"),
         (np.ones((4, 8), bool), {}, TypeError, "bool"),
         (np.ones((4, 8)), dict(method="tabo"), ValueError, r"method must be one of \['greedy', 'stripes', 'tabu'\]"),
-        (np.ones((4, 8)), dict(stripe_groups=5), ValueError, "<= 16"),
+        (np.ones((4, 8)), dict(method="stripes", stripe_groups=5), ValueError, "stripe_groups=5 with m=4.*<= 4"),
+        (np.ones((4, 32)), dict(n=8, m=16, method="stripes"), ValueError, r"supports m <= 8, got 8:16.*greedy.*tabu"),
         (np.ones((4, 8)), dict(max_iter=-1), ValueError, "max_iter"),
         (np.ones((4, 8)), dict(patience=0), ValueError, "patience"),
         (np.ones((4, 8)), dict(escapes=1.5), TypeError, "escapes"),
@@ -422,6 +455,26 @@ def test_channel_method_table_documents_and_dispatches():
     for name, entry in METHODS.items():
         assert f'``"{name}"``: ' + " ".join(entry.summary.split()) in doc
         assert nmsolve.channel_permutation(w, 2, 4, method=name, rng=0, max_iter=20, escapes=2).method == name
+
+
+@pytest.mark.parametrize(("n", "m"), [(1, 4), (2, 4), (4, 8), (8, 16), (16, 32)])
+def test_every_method_supports_or_refuses_every_pattern_and_the_default_supports_all(n, m):
+    from nmsolve.permutation.channel import METHODS
+
+    w = np.random.default_rng(m + n).normal(size=(32, 64))
+    identity = channel_kept_naive(w, range(64), n, m)
+    assert nmsolve.channel_permutation(w, n, m).kept_after >= identity  # the default method, no options
+    for name, entry in METHODS.items():
+        if entry.max_m is not None and m > entry.max_m:
+            with pytest.raises(ValueError, match=f"method='{name}' supports m <= {entry.max_m}, got {n}:{m}"):
+                nmsolve.channel_permutation(w, n, m, method=name)
+            continue
+        # stripes at 4:8 re-splits C(16, 8) subsets per pair of groups: two groups (exhaustive) keep it quick
+        case = w[:8, :16] if name == "stripes" and m == 8 else w
+        res = nmsolve.channel_permutation(case, n, m, method=name, rng=0, max_iter=200, escapes=2)
+        check_result(res, case, n, m)
+        assert res.kept_after >= channel_kept_naive(case, range(case.shape[1]), n, m)
+    assert METHODS["tabu"].max_m is None and METHODS["greedy"].max_m is None
 
 
 def test_stripes_refuse_too_many_group_sets():

@@ -252,6 +252,10 @@ class ChannelPermutationResult:
         The search used.
     iterations : int
         Swaps (tabu, greedy), improving group re-splits (stripes), or assignment rounds applied.
+    optimal : bool
+        The permutation is proven optimal: it reaches the unstructured ``bound``, the stripe search
+        re-split all groups at once (exhaustive), or there was nothing to permute. False does not
+        mean it is not optimal, only that no proof was found.
     """
 
     permutation: np.ndarray
@@ -262,6 +266,7 @@ class ChannelPermutationResult:
     seconds: float
     method: str
     iterations: int
+    optimal: bool
 
 
 def _kept_nm(scores: np.ndarray, perm: np.ndarray, n: int, m: int) -> float:
@@ -292,14 +297,31 @@ def _tolerance(rows: int, m: int) -> float:
     return 1e-13 * max(1, rows * m)
 
 
-class _Budget:
-    """Iterations and a wall-clock deadline shared by the phases of a channel search."""
+_UNLIMITED = 1 << 62  # max_iter / patience / escapes when a time limit bounds the search instead
 
-    def __init__(self, limit: float | None, start: float) -> None:
+
+class _Budget:
+    """The wall-clock deadline shared by the phases of a channel search, and its stopping proof.
+
+    ``goal`` is the unstructured bound in the searched (scaled) units: a permutation whose kept
+    score reaches it is optimal, so a search may stop there. A method that proves optimality
+    otherwise (an exhaustive split) sets ``proven``.
+    """
+
+    def __init__(self, limit: float | None, start: float, goal: float = np.inf, tol: float = 0.0) -> None:
         self.deadline = None if limit is None else start + limit
+        self.goal = goal
+        self.tol = tol
+        self.proven = False
 
     def expired(self) -> bool:
         return self.deadline is not None and time.perf_counter() > self.deadline
+
+    def reached(self, value: float) -> bool:
+        """Whether the kept score ``value`` reaches the bound (then it is optimal; records the proof)."""
+        if value >= self.goal - self.tol:
+            self.proven = True
+        return self.proven
 
 
 @dataclass(frozen=True)
@@ -325,10 +347,21 @@ def _swap_method(
     *,
     greedy: bool,
 ) -> tuple[np.ndarray, int]:
-    """Column swaps (see _swap_search): the greedy method, or the tabu search when not ``greedy``."""
+    """Column swaps (see _swap_search): the greedy method, or the tabu search when not ``greedy``.
+
+    Stops after ``max_iter`` swaps, at the deadline, when the best reaches the bound, or (tabu)
+    after ``patience`` swaps without a new best. Greedy stops at its local optimum unless a time
+    limit is set: then it restarts from the best local optimum kicked by a few random swaps
+    (iterated local search), keeping the best, until the budget runs out.
+    """
     max_iter, patience, tenure = settings.max_iter, settings.patience, settings.tenure
     cols, rows = colv.shape
     groups = cols // m
+    values = np.empty(groups)
+    _group_values(colv, perm, n, m, values)
+    base = float(values.sum())  # the gains of state[] are relative to the starting permutation
+    if budget.reached(base):
+        return perm, 0
     grp = np.empty(cols, dtype=np.int64)
     pos = np.empty(cols, dtype=np.int64)
     nth = np.empty((groups, rows))
@@ -344,6 +377,9 @@ def _swap_method(
     # chunks of about 2**22 score operations between time checks
     chunk = max(1, min(1000, (1 << 22) // max(1, 2 * m * cols * rows + cols * cols // 2)))
     done = 0
+    kick = max(2, groups // 8)  # greedy restarts: random swaps applied to the best local optimum
+    best_greedy = perm.copy()
+    best_greedy_value = base
     while done < max_iter:
         if not greedy and done - state[2] >= patience:
             break
@@ -374,9 +410,30 @@ def _swap_method(
         done += ran
         if bar is not None:
             bar.update(ran)
-        if ran < steps or budget.expired():
+        if budget.reached(base + state[1]) or budget.expired():
             break
-    return (perm.copy() if greedy else best_perm), done
+        if ran < steps:
+            if not greedy or budget.deadline is None or groups < 2:
+                break
+            # greedy at a local optimum with time left: keep it if best, kick the best, descend again
+            _group_values(colv, perm, n, m, values)
+            if values.sum() > best_greedy_value + tol:
+                best_greedy_value = float(values.sum())
+                best_greedy[:] = perm
+            perm[:] = best_greedy
+            for _ in range(kick):
+                a, b = rng.choice(groups, size=2, replace=False)
+                i, j = a * m + rng.integers(m), b * m + rng.integers(m)
+                perm[i], perm[j] = perm[j], perm[i]
+            _swap_init(colv, rowv, perm, n, m, grp, pos, nth, nxt, P, D)
+            _group_values(colv, perm, n, m, values)
+            state[0] = state[1] = float(values.sum()) - base
+    if not greedy:
+        return best_perm, done
+    _group_values(colv, perm, n, m, values)
+    if values.sum() > best_greedy_value + tol:
+        best_greedy[:] = perm
+    return best_greedy, done
 
 
 def _combinations_bits(size: int, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -448,6 +505,7 @@ def _stripes_sweeps(colv, perm, n, m, combos, dirty, subsets, by_low, group_valu
 
 
 _MAX_STRIPE_SETS = 1_000_000
+_MAX_STRIPE_COLUMNS = 16  # columns split exhaustively at once: a DP over 2**16 subsets
 
 
 def _stripes_method(
@@ -460,7 +518,10 @@ def _stripes_method(
     settings: _Settings,
     bar: Any,
 ) -> tuple[np.ndarray, int]:
-    """Re-split sets of ``stripe_groups`` groups optimally until none improves, then random escapes."""
+    """Re-split sets of ``stripe_groups`` groups optimally until none improves, then random escapes.
+
+    Re-splitting all the groups at once is exhaustive: the result is then proven optimal.
+    """
     stripe_groups, escapes = settings.stripe_groups, settings.escapes
     cols, rows = colv.shape
     groups = cols // m
@@ -480,8 +541,12 @@ def _stripes_method(
     )
     best_perm = perm.copy()
     best_value = group_value.sum()
-    for _ in range(escapes if groups > 1 else 0):
-        if budget.expired():
+    if k == groups:
+        budget.proven = True
+    escape = 0
+    while escape < escapes and groups > 1:
+        escape += 1
+        if budget.reached(best_value) or budget.expired():
             break
         # escape: swap two random columns of two random groups, re-optimise the sets touching them
         a, b = rng.choice(groups, size=2, replace=False)
@@ -581,6 +646,9 @@ class ChannelMethod:
         the method from ``perm`` on the scaled scores ``colv`` (``in x out``).
     steps : callable
         ``steps(settings)``: the length of its progress bar (swaps or escapes).
+    max_m : int or None
+        The largest group length ``m`` the method supports (None: every N:M); a larger ``m`` is
+        refused up front, naming the methods that support it.
     """
 
     summary: str
@@ -588,6 +656,7 @@ class ChannelMethod:
         [np.ndarray, np.ndarray, int, int, np.random.Generator, _Budget, _Settings, Any], tuple[np.ndarray, int]
     ]
     steps: Callable[[_Settings], int]
+    max_m: int | None = None
 
 
 # The one table of channel-permutation methods: channel_permutation's docstring lists it, and its
@@ -607,11 +676,16 @@ METHODS: dict[str, ChannelMethod] = {
     "stripes": ChannelMethod(
         "the published stripe-group search, an exhaustive optimal re-split of every set of "
         "``stripe_groups`` groups until none improves, then ``escapes`` random swaps each followed by "
-        "local re-optimisation (kept only if better).",
+        "local re-optimisation (kept only if better). Supports m <= 8 only: it splits "
+        "``stripe_groups * m <= 16`` columns exhaustively, and at least two groups must be re-split.",
         _stripes_method,
         lambda s: s.escapes,
+        max_m=_MAX_STRIPE_COLUMNS // 2,
     ),
 }
+
+
+_DEFAULT_METHOD = "tabu"
 
 
 def _document_methods(fn: Callable[..., Any], table: dict[str, ChannelMethod]) -> None:
@@ -631,14 +705,14 @@ def channel_permutation(
     n: int = 2,
     m: int = 4,
     *,
-    method: str = "tabu",
+    method: str = _DEFAULT_METHOD,
     rng: Any = None,
     time_limit: float | None = None,
     max_iter: int | None = None,
     patience: int | None = None,
     tenure: int | None = None,
     stripe_groups: int = 2,
-    escapes: int = 100,
+    escapes: int | None = None,
     refine: bool = False,
     progress: bool = False,
 ) -> ChannelPermutationResult:
@@ -651,31 +725,42 @@ def channel_permutation(
         ``[out * prod(kernel), in]`` (see :func:`weight_to_2d`). ``in`` must be a multiple of ``m``.
         Any nonnegative score matrix (e.g. ``|W| * mask``) works the same way.
     n, m : int, default 2, 4
-        Any N:M pattern.
+        Any N:M pattern (the default method supports every one; ``"stripes"`` only ``m <= 8``).
     method : str, default "tabu"
         A key of :data:`METHODS`; the list below is generated from that table:
 
         {methods}
     rng : None, int or numpy Generator
-        Seed of the randomised parts (tabu tenures, escapes, refinement); results are reproducible
-        from a seed when ``time_limit`` is None.
+        Seed of the randomised parts (tabu tenures, escapes, greedy restarts, refinement); results
+        are reproducible from a seed when ``time_limit`` is None.
     time_limit : float or None
-        Stop after about this many seconds (checked between chunks of work); the result then
-        depends on the machine's speed.
+        A budget in seconds, used in full: the search runs until it expires (checked between
+        chunks of work) or until the result is proven optimal (``optimal``), whichever comes
+        first. Tabu then ignores its patience and swap limit (unless ``max_iter`` / ``patience``
+        are given), stripes escapes until the deadline (unless ``escapes`` is given), and greedy
+        restarts from its best local optimum after a random kick. The seeded search follows the
+        same path whatever the limit and the longest stop is kept, so for a given seed a longer
+        limit never gives a worse result; but where it stops depends on the machine's speed: for
+        reproducible runs give a work limit (``max_iter``, ``escapes``) and no ``time_limit``.
+        Without ``time_limit`` (the default) the search is a quick one, bounded by the work limits
+        below.
     max_iter : int or None
-        Tabu/greedy: at most this many swaps (default 1000, a budget that favours speed: a few
-        hundredths of a second for 64 columns, a few seconds for 1536; raise it, with ``time_limit``
-        as a cap, for more). Each swap costs ``O(m * in * out)``; on 128 x 64 Gaussian matrices
-        20 000 swaps (about half a second) come within 0.1 point of efficacy of the exact optimum,
-        which averages about 38% there (see ``bench/results/permutation.md``).
+        Tabu/greedy: at most this many swaps (default: 1000 without ``time_limit``, a budget that
+        favours speed: a few hundredths of a second for 64 columns, a few seconds for 1536, and on
+        128 x 64 Gaussian matrices about 37% efficacy; unlimited with ``time_limit``). Each swap
+        costs ``O(m * in * out)``; on 128 x 64 Gaussian matrices 20 000 swaps (about half a second)
+        or ``time_limit=1`` come within 0.1 point of efficacy of the exact optimum, which averages
+        about 38% there (see ``bench/results/permutation.md``).
     patience : int or None
-        Tabu: stop after this many swaps without a new best (default ``max(200, in // 4)``).
+        Tabu: stop after this many swaps without a new best (default ``max(200, in // 4)``
+        without ``time_limit``, unlimited with it).
     tenure : int or None
         Tabu tenure (default ``max(3, round(sqrt(in) / 2))``), plus a random ``0..tenure``.
     stripe_groups : int, default 2
-        Stripes: groups re-split together (``stripe_groups * m <= 16``).
-    escapes : int, default 100
-        Stripes: random escapes from the local optimum.
+        Stripes: groups re-split together (``stripe_groups * m <= 16``); ignored by the other methods.
+    escapes : int or None
+        Stripes: random escapes from the local optimum (default 100 without ``time_limit``,
+        unlimited with it).
     refine : bool, default False
         Afterwards, eject one column per group and re-insert them optimally with
         ``scipy.optimize.linear_sum_assignment``, until ``m`` rounds in a row find no gain.
@@ -685,12 +770,14 @@ def channel_permutation(
     Returns
     -------
     ChannelPermutationResult
-        The permutation, kept magnitude before/after, the bound, the efficacy and the time taken.
+        The permutation, kept magnitude before/after, the bound, the efficacy, the time taken and
+        whether the permutation is proven optimal.
 
     Raises
     ------
     ValueError
-        NaN or inf in ``W``, ``in`` not a multiple of ``m``, unknown ``method``.
+        NaN or inf in ``W``, ``in`` not a multiple of ``m``, unknown ``method``, ``method="stripes"``
+        with ``m > 8``.
 
     Notes
     -----
@@ -742,12 +829,30 @@ def channel_permutation(
     generator = as_rng(rng)
     limit = check_time_limit(time_limit)
     cols = scores.shape[1]
-    max_iter = 1000 if max_iter is None else check_int(max_iter, "max_iter", minimum=0)
-    patience = max(200, cols // 4) if patience is None else check_int(patience, "patience", minimum=1)
+    # without a time limit the work limits default to a quick search; with one, to "until it expires"
+    timed = limit is not None
+    if max_iter is None:
+        max_iter = _UNLIMITED if timed else 1000
+    max_iter = check_int(max_iter, "max_iter", minimum=0)
+    if patience is None:
+        patience = _UNLIMITED if timed else max(200, cols // 4)
+    patience = check_int(patience, "patience", minimum=1)
     tenure = max(3, round(math.sqrt(cols) / 2)) if tenure is None else check_int(tenure, "tenure", minimum=0)
+    if chosen.max_m is not None and m > chosen.max_m:
+        others = sorted(name for name, entry in METHODS.items() if entry.max_m is None or m <= entry.max_m)
+        raise ValueError(
+            f"method={method!r} supports m <= {chosen.max_m}, got {n}:{m}; use one of {others} for this "
+            f"pattern (the default {_DEFAULT_METHOD!r} supports every N:M)"
+        )
     stripe_groups = check_int(stripe_groups, "stripe_groups", minimum=1)
-    if stripe_groups * m > 16:
-        raise ValueError(f"stripe_groups * m must be <= 16 (exhaustive splits), got {stripe_groups} * {m}")
+    if method == "stripes" and stripe_groups * m > _MAX_STRIPE_COLUMNS:
+        raise ValueError(
+            f"stripe_groups * m must be <= {_MAX_STRIPE_COLUMNS} (the stripe search splits that many columns "
+            f"exhaustively), got stripe_groups={stripe_groups} with m={m}; use stripe_groups <= "
+            f"{max(1, _MAX_STRIPE_COLUMNS // m)}"
+        )
+    if escapes is None:
+        escapes = _UNLIMITED if timed else 100
     escapes = check_int(escapes, "escapes", minimum=0)
     settings = _Settings(
         max_iter=max_iter, patience=patience, tenure=tenure, stripe_groups=stripe_groups, escapes=escapes
@@ -759,16 +864,24 @@ def channel_permutation(
     perm = identity.copy()
     iterations = 0
     top = float(scores.max()) if scores.size else 0.0
+    proven = True  # nothing to search: every permutation keeps the same
     if n < m and cols > m and top > 0:
         colv = np.ascontiguousarray((scores / top).T)
-        budget = _Budget(limit, start)
-        bar = progress_bar(chosen.steps(settings), progress, f"channel permutation {n}:{m} {method}", "step")
+        budget = _Budget(limit, start, goal=bound / top, tol=_tolerance(scores.shape[0], m))
+        steps = chosen.steps(settings)
+        bar = progress_bar(
+            steps if steps < _UNLIMITED else None,  # type: ignore[arg-type]
+            progress,
+            f"channel permutation {n}:{m} {method}",
+            "step",
+        )
         try:
             perm, iterations = chosen.search(colv, perm, n, m, generator, budget, settings, bar)
         finally:
             if bar is not None:
                 bar.close()
-        if refine:
+        proven = budget.proven
+        if refine and not proven:
             perm, rounds = _assignment_refine(colv, perm, n, m, generator, budget)
             iterations += rounds
     after = _kept_nm(scores, perm, n, m)
@@ -785,6 +898,7 @@ def channel_permutation(
         seconds=time.perf_counter() - start,
         method=method,
         iterations=int(iterations),
+        optimal=bool(proven or after >= bound - 1e-12 * max(1.0, bound)),
     )
 
 
