@@ -48,3 +48,36 @@ def test_lbc_bake_before_the_schedule_ends_gives_exact_nm_from_the_best_combinat
         np.put_along_axis(chosen, best[..., None], True, axis=-1)
         np.testing.assert_array_equal(mask, combination_mask(chosen, 2, 4, axis=1))
     method.check()  # the baked masks are exact 2:4
+
+
+# --------------------------------------------------------------------------- item 14: SRigL, no gradient
+
+
+def test_srigl_on_bert_skips_the_pooler_that_gets_no_gradient():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(
+        vocab_size=32,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+    )
+    torch.manual_seed(0)
+    model = transformers.BertModel(cfg)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    method = nt.SRigL(model, 0.5, t_end=4, delta=2, rng=0)
+    pooler = method.layers["pooler.dense"].mask.clone()
+    for _ in range(3):  # one update, at step 2; the loss does not use the pooler
+        loss = model(torch.randint(0, 32, (2, 8))).last_hidden_state.square().mean()
+        opt.zero_grad()
+        loss.backward()
+        method.before_optimizer_step()
+        opt.step()
+        method.after_optimizer_step()
+    method.check()
+    assert torch.equal(method.layers["pooler.dense"].mask, pooler)  # not rewired, still valid
+    rows = {r.name: r for r in method.report().layers}
+    assert "1 update(s) skipped: no gradient" in rows["pooler.dense"].pattern
+    assert "skipped" not in rows["encoder.layer.0.intermediate.dense"].pattern
+    assert method.history()["encoder.layer.0.intermediate.dense"]  # the others were updated
