@@ -81,3 +81,45 @@ def test_srigl_on_bert_skips_the_pooler_that_gets_no_gradient():
     assert "1 update(s) skipped: no gradient" in rows["pooler.dense"].pattern
     assert "skipped" not in rows["encoder.layer.0.intermediate.dense"].pattern
     assert method.history()["encoder.layer.0.intermediate.dense"]  # the others were updated
+
+
+# --------------------------------------------------------------------------- item 7: weight layouts
+
+
+def test_sparsify_groups_a_transposed_convolution_along_its_input_axis():
+    from nmsolve.nm import nm_mask
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.ConvTranspose2d(8, 4, 3), torch.nn.ConvTranspose1d(4, 6, 2))
+    weights = [model[0].weight.detach().clone(), model[1].weight.detach().clone()]
+    report = nt.sparsify(model, 2, 4, types=(torch.nn.ConvTranspose2d, torch.nn.ConvTranspose1d))
+    assert [r.masked for r in report.layers] == [True, True]
+    for name, w in zip(("0", "1"), weights, strict=True):
+        mask = nt.get_masks(model)[name].numpy() != 0
+        # weight is (in, out, *kernel): groups of 4 along axis 0, the input channels
+        np.testing.assert_array_equal(mask, nm_mask(np.abs(w.numpy()), 2, 4, axis=0))
+    # transposable: N:M on both axes of the (out, in, *kernel) 2-D view
+    model = torch.nn.Sequential(torch.nn.ConvTranspose2d(8, 4, 1))
+    nt.sparsify(model, 2, 4, types=(torch.nn.ConvTranspose2d,), method="transposable")
+    mask = nt.get_masks(model)["0"].numpy()[:, :, 0, 0] != 0
+    assert is_nm(mask, 2, 4, axis=0, exact=True) and is_nm(mask, 2, 4, axis=1, exact=True)
+
+
+def test_transposed_convolution_with_ragged_input_or_groups_is_skipped_with_a_reason():
+    model = torch.nn.Sequential(torch.nn.ConvTranspose2d(6, 8, 3), torch.nn.ConvTranspose2d(8, 8, 3, groups=4))
+    report = nt.sparsify(model, 2, 4, types=(torch.nn.ConvTranspose2d,))
+    reasons = [r.reason for r in report.layers]
+    assert not any(r.masked for r in report.layers)
+    assert "in=6 is not a multiple of m=4" in reasons[0] and "in per group = 2 (groups=4)" in reasons[1]
+
+
+def test_training_methods_skip_transposed_convolutions_and_layers_without_weight():
+    model = torch.nn.Sequential(torch.nn.ConvTranspose2d(8, 4, 3), torch.nn.LSTM(4, 4), torch.nn.Linear(4, 4))
+    types = (torch.nn.ConvTranspose2d, torch.nn.LSTM, torch.nn.Linear)
+    method = nt.SRSTE(model, 2, 4, types=types)
+    rows = {r.name: r for r in method.report().layers}
+    assert list(method.layers) == ["2"]
+    assert "weight is (in, out/groups, *kernel)" in rows["0"].reason
+    assert "no `weight` tensor" in rows["1"].reason
+    report = nt.sparsify(torch.nn.Sequential(torch.nn.LSTM(4, 4)), 2, 4, types=types)
+    assert [r.reason for r in report.skipped] == ["no `weight` tensor (only module.weight is masked)"]

@@ -410,8 +410,11 @@ def select_layers(
     for name, module in model.named_modules():
         if not isinstance(module, types):
             continue
-        shape = tuple(module.weight.shape)
         kind = module_kind(module)
+        if not isinstance(getattr(module, "weight", None), torch.Tensor):
+            skipped.append(LayerReport(name, kind, (), reason="no `weight` tensor (only module.weight is masked)"))
+            continue
+        shape = tuple(module.weight.shape)
         if inc is not None and not any(fnmatch.fnmatchcase(name, p) for p in inc):
             skipped.append(LayerReport(name, kind, shape, reason="not matched by include"))
         elif exc is not None and any(fnmatch.fnmatchcase(name, p) for p in exc):
@@ -502,16 +505,42 @@ _METHODS: dict[str, Callable[[np.ndarray, int, int, bool, Mapping[str, Any]], np
 }
 
 
+def input_axis(module: nn.Module) -> int:
+    """The weight axis that a layer reduces its input over: 1 for ``(out, in, *kernel)`` weights
+    (Linear, ConvNd), 0 for transposed convolutions, whose weight is ``(in, out / groups, *kernel)``."""
+    return 0 if isinstance(module, nn.modules.conv._ConvTransposeNd) else 1
+
+
 def ragged_reason(module: nn.Module, m: int, *, pad: bool, both_axes: bool = False) -> str:
-    """Why ``module`` cannot take an m-grouped mask on its channel-last 2-D view ('' if it can)."""
-    shape = tuple(module.weight.shape)
+    """Why ``module`` cannot take an m-grouped mask on its channel-last 2-D view ('' if it can).
+
+    The view is of the weight in ``(out, in, *kernel)`` order (a transposed convolution's weight
+    with its first two axes swapped, see :func:`input_axis`).
+    """
+    shape = list(module.weight.shape)
     if len(shape) < 2:
         return f"weight is {len(shape)}-d; only (out, in, *kernel) weights are masked"
+    if input_axis(module) == 0:
+        shape[0], shape[1] = shape[1], shape[0]
+        groups = int(getattr(module, "groups", 1))
+        if groups > 1 and (shape[1] // groups) % m:
+            return f"in per group = {shape[1] // groups} (groups={groups}) is not a multiple of m={m}"
     rows, cols = shape[0] * int(np.prod(shape[2:], dtype=np.int64)), shape[1]
     if both_axes and (rows % m or cols % m) and not pad:
         return f"2-D view {rows}x{cols} is not a multiple of m={m} on both axes (pass pad=True to pad)"
     if cols % m and not pad:
         return f"in={cols} is not a multiple of m={m} (pass pad=True to pad the last group)"
+    return ""
+
+
+def training_layout_reason(module: nn.Module) -> str:
+    """Why a training method cannot mask ``module`` ('' if it can): the methods group ``(out, in, ...)``
+    weights along axis 1 and treat axis 0 as output rows."""
+    if input_axis(module) != 1:
+        return (
+            f"{module_kind(module)} weight is (in, out/groups, *kernel): training methods need (out, in, *kernel) "
+            "weights; use nmsolve.torch.sparsify, which groups along its input axis"
+        )
     return ""
 
 
@@ -537,7 +566,8 @@ def sparsify(
         Modified in place: each chosen layer's ``weight`` becomes ``original * mask`` via
         :mod:`torch.nn.utils.parametrize`; training continues on the original weights.
     n, m : int
-        Keep ``n`` of every ``m`` consecutive weights along ``in`` (the channel-last view of a conv).
+        Keep ``n`` of every ``m`` consecutive weights along ``in`` (the channel-last view of a conv;
+        a transposed convolution's ``in`` is axis 0 of its weight, see :func:`input_axis`).
     method : {"nm", "transposable"}
         ``"nm"``: the ``n`` largest scores of every group (:func:`nmsolve.nm_mask`);
         ``"transposable"``: N:M along both axes of the 2-D view (:func:`nmsolve.transposable_mask`,
@@ -586,7 +616,12 @@ def sparsify(
         s = w if scores is None else np.asarray(scores(name, module))
         if s.shape != w.shape:
             raise ValueError(f"scores for layer {name!r} have shape {s.shape}, expected the weight's {w.shape}")
-        mask = solve(s, n, m, pad, opts)
+        if input_axis(module) == 0:  # (in, out/groups, *kernel): solve on the (out, in, *kernel) view
+            mask = np.ascontiguousarray(
+                np.swapaxes(solve(np.ascontiguousarray(np.swapaxes(s, 0, 1)), n, m, pad, opts), 0, 1)
+            )
+        else:
+            mask = solve(s, n, m, pad, opts)
         attach_mask(module, mask)
         reports.append(layer_report(name, module, mask_parametrization(module).mask, pattern))  # type: ignore[union-attr]
     return sort_report(reports, model)

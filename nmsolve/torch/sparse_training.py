@@ -88,6 +88,7 @@ from nmsolve.torch.adapter import (
     ragged_reason,
     select_layers,
     sort_report,
+    training_layout_reason,
 )
 
 
@@ -154,7 +155,7 @@ class SparseTraining:
         )
         self._skipped: list[LayerReport] = list(skipped)
         for name, module in chosen:
-            reason = self.skip_reason(name, module)
+            reason = training_layout_reason(module) or self.skip_reason(name, module)
             if reason:
                 self._skipped.append(layer_report(name, module, None, "", reason))
                 continue
