@@ -123,3 +123,50 @@ def test_training_methods_skip_transposed_convolutions_and_layers_without_weight
     assert "no `weight` tensor" in rows["1"].reason
     report = nt.sparsify(torch.nn.Sequential(torch.nn.LSTM(4, 4)), 2, 4, types=types)
     assert [r.reason for r in report.skipped] == ["no `weight` tensor (only module.weight is masked)"]
+
+
+# --------------------------------------------------------------------------- item 8: other parametrizations
+
+_OTHERS = {
+    "weight_norm": lambda lin: torch.nn.utils.parametrizations.weight_norm(lin),
+    "spectral_norm": lambda lin: torch.nn.utils.parametrizations.spectral_norm(lin),
+    "orthogonal": lambda lin: torch.nn.utils.parametrizations.orthogonal(lin),
+}
+
+
+@pytest.mark.parametrize("other", sorted(_OTHERS))
+def test_masks_on_layers_parametrized_by_another_library(other):
+    from torch.nn.utils import parametrize
+
+    from nmsolve.nm import nm_mask
+
+    torch.manual_seed(0)
+    lin = _OTHERS[other](torch.nn.Linear(8, 8)).eval()
+    before = lin.weight.detach().clone()
+    report = nt.sparsify(lin, 2, 4)
+    assert report.layers[0].masked and report.layers[0].kind == "Linear"
+    mask = nt.get_masks(lin)[""]
+    np.testing.assert_array_equal(mask.numpy() != 0, nm_mask(np.abs(before.numpy()), 2, 4, axis=1))
+    torch.testing.assert_close(lin.weight, before * mask)  # the mask multiplies the other's output
+    x = torch.randn(3, 8)
+    torch.testing.assert_close(lin(x), x @ (before * mask).T + lin.bias)
+    state = lin.state_dict()
+    assert "parametrizations.weight.1.mask" in state
+    fresh = _OTHERS[other](torch.nn.Linear(8, 8)).eval()
+    nt.load_state_dict(fresh, state)
+    torch.testing.assert_close(fresh.weight, lin.weight)
+    with pytest.raises(ValueError, match=r"also parametrized by another library.*remove_parametrizations"):
+        nt.bake(lin)
+    assert nt.get_masks(lin) and parametrize.is_parametrized(lin)  # nothing changed
+    nt.remove_masks(lin)  # the other parametrization stays, the weight is dense again
+    assert not nt.get_masks(lin) and parametrize.is_parametrized(lin)
+    torch.testing.assert_close(lin.weight, before)
+
+
+def test_training_methods_skip_layers_parametrized_by_another_library():
+    model = torch.nn.Sequential(
+        torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(8, 8)), torch.nn.Linear(8, 4)
+    )
+    method = nt.SRSTE(model, 2, 4)
+    assert list(method.layers) == ["1"]
+    assert "weight already parametrized by ['_WeightNorm']" in method.report().skipped[0].reason

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,9 @@ DEFAULT_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d)
 
 MASK_KEY = "parametrizations.weight.0.mask"
 BACKWARD_MASK_KEY = "parametrizations.weight.0.backward_mask"
+# The mask of a layer that another library parametrized first (weight_norm, spectral_norm, orthogonal)
+# comes after those parametrizations: "<layer>.parametrizations.weight.<index>.mask".
+_MASK_KEY_RE = re.compile(r"^(?:(.*)\.)?parametrizations\.weight\.(\d+)\.mask$")
 
 
 # --------------------------------------------------------------------------- the parametrization
@@ -147,7 +151,14 @@ class MaskParametrization(nn.Module):
         self._forward.key = self._backward.key = None
 
     def masked_weight(self, weight: torch.Tensor) -> torch.Tensor:
-        """``weight * mask`` from the cache, recomputed in place if anything changed (no autograd)."""
+        """``weight * mask`` from the cache, recomputed in place if anything changed (no autograd).
+
+        Only a parameter is cached: after another library's parametrization (the mask second in the
+        list) the input is a new tensor at every access, whose address may be reused.
+        """
+        if not isinstance(weight, nn.Parameter):
+            with torch.no_grad():
+                return weight * self.mask
         return self._forward.get(weight, self.mask)
 
     def backward_cache_for(self, weight: torch.Tensor) -> torch.Tensor:
@@ -185,11 +196,35 @@ def mask_parametrization(module: nn.Module) -> MaskParametrization | None:
     return None
 
 
+def other_parametrizations(module: nn.Module) -> list[str]:
+    """Class names of the parametrizations of ``module.weight`` that are not nmsolve masks
+    (``weight_norm``, ``spectral_norm``, ``orthogonal``, ...)."""
+    if not parametrize.is_parametrized(module, "weight"):
+        return []
+    return [type(p).__name__ for p in module.parametrizations.weight if not isinstance(p, MaskParametrization)]  # type: ignore[union-attr]
+
+
 def dense_weight(module: nn.Module) -> torch.Tensor:
-    """The trainable dense weight of ``module``: the parametrization's original, or the plain weight."""
-    if parametrize.is_parametrized(module, "weight"):
-        return module.parametrizations.weight.original  # type: ignore[union-attr,return-value]
-    return module.weight  # type: ignore[return-value]
+    """The dense weight that the mask multiplies: the parametrization's original, or the plain weight.
+
+    When other parametrizations come before the mask (a layer parametrized by another library
+    first), their output, computed now without autograd.
+    """
+    if not parametrize.is_parametrized(module, "weight"):
+        return module.weight  # type: ignore[return-value]
+    plist = module.parametrizations.weight  # type: ignore[union-attr]
+    if not other_parametrizations(module):
+        return plist.original  # type: ignore[return-value]
+    with torch.no_grad():
+        if plist.is_tensor:
+            x = plist[0](plist.original)
+        else:
+            x = plist[0](*(getattr(plist, f"original{i}") for i in range(plist.ntensors)))
+        for p in list(plist)[1:]:
+            if isinstance(p, MaskParametrization):
+                break
+            x = p(x)
+    return x  # type: ignore[no-any-return]
 
 
 def attach_mask(
@@ -221,10 +256,24 @@ def masked_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module, MaskParam
             yield name, module, p
 
 
+def _refuse_other_parametrizations(items: Iterable[tuple[str, nn.Module]]) -> None:
+    bad = {name: other_parametrizations(module) for name, module in items if other_parametrizations(module)}
+    if bad:
+        raise ValueError(
+            f"cannot bake the masks of layers {bad}: their weight is also parametrized by another library, "
+            "and a mask cannot be made permanent in the original weight under it (e.g. weight_norm would "
+            "renormalise the zeros away); to keep the current masked weight as a plain parameter and drop every "
+            "parametrization, call torch.nn.utils.parametrize.remove_parametrizations(layer, 'weight', "
+            "leave_parametrized=True)"
+        )
+
+
 def bake(model: nn.Module) -> dict[str, torch.Tensor]:
     """Make every mask permanent: weights become ``weight * mask`` and the parametrizations are removed.
 
-    The weight parameters keep their identity (an optimiser that holds them stays valid).
+    The weight parameters keep their identity (an optimiser that holds them stays valid). A layer
+    whose weight another library also parametrizes (``weight_norm``, ``spectral_norm``, ...) cannot
+    be baked: ``ValueError`` before anything is changed.
 
     Returns
     -------
@@ -240,8 +289,10 @@ def bake(model: nn.Module) -> dict[str, torch.Tensor]:
     >>> sorted(model.state_dict()), int((model[0].weight != 0).sum())
     (['0.bias', '0.weight'], 16)
     """
+    items = list(masked_modules(model))
+    _refuse_other_parametrizations((name, module) for name, module, _ in items)
     baked = {}
-    for name, module, p in list(masked_modules(model)):
+    for name, module, p in items:
         baked[name] = p.mask.detach().to(dense_weight(module).dtype, copy=True)
         bake_module(module)
     return baked
@@ -252,6 +303,7 @@ def bake_module(module: nn.Module) -> None:
     p = mask_parametrization(module)
     if p is None:
         raise ValueError(f"this {module_kind(module)} has no mask to bake")
+    _refuse_other_parametrizations([("", module)])
     mask = p.mask
     parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
     with torch.no_grad():
@@ -263,8 +315,19 @@ def remove_masks(model: nn.Module) -> dict[str, torch.Tensor]:
     removed = {}
     for name, module, p in list(masked_modules(model)):
         removed[name] = p.mask.detach().to(dense_weight(module).dtype, copy=True)
-        parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+        remove_mask(module)
     return removed
+
+
+def remove_mask(module: nn.Module) -> None:
+    """Remove the mask of ``module`` (its weight dense again); other parametrizations stay."""
+    if not other_parametrizations(module):
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+        return
+    plist = module.parametrizations.weight  # type: ignore[union-attr]
+    for i in reversed(range(len(plist))):
+        if isinstance(plist[i], MaskParametrization):
+            del plist[i]
 
 
 def get_masks(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -276,8 +339,8 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, Any], *, strict: 
     """Load a state dict saved from a model with masks into ``model`` (with or without masks attached).
 
     For every ``"<layer>.parametrizations.weight.0.mask"`` key whose layer has no mask yet, a mask
-    is attached first, so that ``model.load_state_dict`` finds every key. Returns what
-    ``model.load_state_dict`` returns.
+    is attached first (``...weight.<i>.mask`` after ``i`` parametrizations of another library), so
+    that ``model.load_state_dict`` finds every key. Returns what ``model.load_state_dict`` returns.
 
     Examples
     --------
@@ -290,13 +353,16 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, Any], *, strict: 
     """
     modules = dict(model.named_modules())
     for key in state_dict:
-        if not key.endswith(MASK_KEY):
+        match = _MASK_KEY_RE.match(key)
+        if match is None:
             continue
-        name = key[: -len(MASK_KEY)].rstrip(".")
+        name, index = match.group(1) or "", int(match.group(2))
         module = modules.get(name)
         if module is None or mask_parametrization(module) is not None:
             continue  # unknown layers are left to load_state_dict's own error
-        back_key = key[: -len(MASK_KEY)] + BACKWARD_MASK_KEY
+        if index != len(other_parametrizations(module)):
+            continue  # a mask after parametrizations this layer lacks: load_state_dict names the key
+        back_key = key[: -len("mask")] + "backward_mask"
         back = torch.ones_like(module.weight) if back_key in state_dict else None
         attach_mask(module, torch.ones_like(module.weight), backward_mask=back)
     return model.load_state_dict(state_dict, strict=strict)
