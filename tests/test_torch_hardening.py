@@ -170,3 +170,100 @@ def test_training_methods_skip_layers_parametrized_by_another_library():
     method = nt.SRSTE(model, 2, 4)
     assert list(method.layers) == ["1"]
     assert "weight already parametrized by ['_WeightNorm']" in method.report().skipped[0].reason
+
+
+# --------------------------------------------------------------------------- item 6: writes through .data
+
+
+class _PlainMask(torch.nn.Module):
+    """The oracle: a plain torch parametrization ``W * mask`` with no cache."""
+
+    def __init__(self, mask):
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, w):
+        return w * self.mask
+
+
+def _original(lin):
+    return lin.parametrizations.weight.original
+
+
+_WRITES = {
+    "original.data.mul_": lambda lin: _original(lin).data.mul_(2),
+    "original.data =": lambda lin: setattr(_original(lin), "data", _original(lin).detach() * 3),
+    "mask.data.fill_": lambda lin: lin.parametrizations.weight[0].mask.data.fill_(1),
+    "mask.data[0].zero_": lambda lin: lin.parametrizations.weight[0].mask.data[0].zero_(),
+    "weight.data.normal_ (HF _init_weights)": lambda lin: lin.weight.data.normal_(),
+    "weight.data.fill_ twice": lambda lin: (lin.weight.data.fill_(5), lin.weight.data.fill_(7)),
+}
+
+
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("write", sorted(_WRITES))
+def test_writes_through_data_are_seen_as_plain_parametrize_sees_them(write, grad):
+    from torch.nn.utils import parametrize
+
+    torch.manual_seed(0)
+    ours, plain = torch.nn.Linear(8, 4), torch.nn.Linear(8, 4)
+    plain.load_state_dict(ours.state_dict())
+    nt.sparsify(ours, 2, 4)
+    parametrize.register_parametrization(plain, "weight", _PlainMask(nt.get_masks(ours)[""].clone()))
+    x = torch.randn(3, 8)
+    with torch.set_grad_enabled(grad):
+        for lin in (ours, plain):
+            lin(x)  # fills our cache
+            _WRITES[write](lin)
+        for _ in range(2):
+            torch.testing.assert_close(ours(x), plain(x), rtol=0, atol=0)
+            torch.testing.assert_close(ours.weight, plain.weight, rtol=0, atol=0)
+
+
+def test_a_data_handle_kept_and_written_later_is_seen():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(8, 4)
+    nt.sparsify(lin, 2, 4)
+    x = torch.randn(3, 8)
+    handle, mask = _original(lin).data, nt.get_masks(lin)[""]
+    lin(x)
+    handle.mul_(2)
+    expected = torch.nn.functional.linear(x, _original(lin).detach() * mask, lin.bias)
+    torch.testing.assert_close(lin(x), expected, rtol=0, atol=0)
+
+
+def test_data_writes_after_a_fused_mask_refresh_are_seen():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8))
+    method = nt.SRSTE(model, 2, 4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(4, 8)
+    model(x).square().mean().backward()
+    method.before_optimizer_step()
+    opt.step()
+    method.after_optimizer_step()  # writes W * mask into the cache itself
+    _original(model[0]).data.mul_(2)
+    expected = torch.nn.functional.linear(x, _original(model[0]).detach() * method.layers["0"].mask, model[0].bias)
+    torch.testing.assert_close(model(x), expected, rtol=0, atol=0)
+    assert type(method.bake()["0"]) is torch.Tensor and type(model[0].weight) is torch.nn.Parameter
+
+
+def test_watched_masks_and_weights_survive_deepcopy_to_and_bake():
+    import copy
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(8, 4)
+    nt.sparsify(lin, 2, 4)
+    x = torch.randn(3, 8)
+    y = lin(x)  # the mask and the original are watched from here on
+    twin = copy.deepcopy(lin)
+    torch.testing.assert_close(twin(x), y, rtol=0, atol=0)
+    _original(twin).data.mul_(2)  # the copy is watched too, and independent
+    torch.testing.assert_close(twin(x) - twin.bias, 2 * (y - lin.bias))
+    torch.testing.assert_close(lin(x), y, rtol=0, atol=0)
+    lin.to(torch.float64)  # new tensors: watched again on first use
+    lin(x.double())
+    lin.parametrizations.weight[0].mask.data.fill_(1)
+    torch.testing.assert_close(lin.weight, _original(lin).detach(), rtol=0, atol=0)
+    nt.bake(lin)
+    assert type(lin.weight) is torch.nn.Parameter and not lin.weight.__dict__

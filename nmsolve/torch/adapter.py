@@ -12,9 +12,11 @@ weights with zeros and removes the parametrizations, after which the state dict 
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import importlib
 import re
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,13 +62,123 @@ class _MaskedWeight(torch.autograd.Function):
         return (grad if owner.straight_through else grad * mask), None, None
 
 
+_TENSOR_DATA = torch._C.TensorBase.data  # the attribute that `.data` reaches on plain tensors
+
+
+class _DataWatch:
+    """The ``.data`` handles given out by one watched tensor, to notice writes through them.
+
+    ``t.data`` is an alias with a version counter of its own, so writes through it (the Hugging Face
+    ``module.weight.data.normal_()`` idiom, ``p.data.mul_(2)``) leave ``t._version`` unchanged. Each
+    handle is remembered (weakly) with its version; :meth:`changed` reports a handle written since,
+    or collected since (it may have been written before it went), or a ``t.data = ...`` assignment.
+    """
+
+    __slots__ = ("dirty", "handles")
+
+    def __init__(self) -> None:
+        self.handles: list[tuple[weakref.ref[torch.Tensor], int]] = []
+        self.dirty = False
+
+    def issue(self, handle: torch.Tensor) -> torch.Tensor:
+        self.handles.append((weakref.ref(handle), handle._version))
+        return handle
+
+    def changed(self) -> bool:
+        if not self.handles and not self.dirty:
+            return False
+        changed, self.dirty = self.dirty, False
+        live = []
+        for ref, version in self.handles:
+            handle = ref()
+            if handle is None:
+                changed = True
+            else:
+                changed |= handle._version != version
+                live.append((ref, handle._version))
+        self.handles = live
+        return changed
+
+    def __reduce__(self) -> tuple[Any, ...]:  # copies and pickles start with no handles
+        return (_DataWatch, ())
+
+
+def _watched_data(self: torch.Tensor) -> torch.Tensor:
+    handle = _TENSOR_DATA.__get__(self)
+    watch = self.__dict__.get("_nm_watch")
+    return handle if watch is None else watch.issue(handle)
+
+
+def _set_watched_data(self: torch.Tensor, value: torch.Tensor) -> None:
+    _TENSOR_DATA.__set__(self, value)
+    watch = self.__dict__.get("_nm_watch")
+    if watch is not None:
+        watch.dirty = True
+
+
+class _WatchedParameter(nn.Parameter):
+    """The dense weight under a mask: an ``nn.Parameter`` whose ``.data`` handles are watched."""
+
+    data = property(_watched_data, _set_watched_data)  # type: ignore[assignment]
+
+
+class _WatchedTensor(torch.Tensor):
+    """A mask buffer, or the masked weight handed out: a tensor whose ``.data`` handles are watched."""
+
+    __torch_function__ = torch._C._disabled_torch_function_impl
+    data = property(_watched_data, _set_watched_data)  # type: ignore[assignment]
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> torch.Tensor:
+        if id(self) in memo:
+            return memo[id(self)]  # type: ignore[no-any-return]
+        result = copy.deepcopy(self.detach(), memo)  # a plain tensor's copy; watched again on first use
+        result.__class__ = _WatchedTensor
+        memo[id(self)] = result
+        return result
+
+
+_WATCHED = {nn.Parameter: _WatchedParameter, torch.Tensor: _WatchedTensor}
+
+
+def _watch(t: torch.Tensor) -> _DataWatch | None:
+    """The watch of ``t``'s ``.data`` handles, making ``t`` watched first (None: a foreign subclass)."""
+    watch = t.__dict__.get("_nm_watch")
+    if watch is None:
+        cls = type(t)
+        if cls in _WATCHED:
+            t.__class__ = _WATCHED[cls]
+        elif cls not in (_WatchedParameter, _WatchedTensor):
+            return None
+        watch = t.__dict__["_nm_watch"] = _DataWatch()
+    return watch  # type: ignore[no-any-return]
+
+
+def _unwatch(t: torch.Tensor | None) -> None:
+    """Give ``t`` back its plain class (when a mask is baked or removed)."""
+    if t is None:
+        return
+    t.__dict__.pop("_nm_watch", None)
+    if type(t) is _WatchedParameter:
+        t.__class__ = nn.Parameter
+    elif type(t) is _WatchedTensor:
+        t.__class__ = torch.Tensor
+
+
+def _changed(t: torch.Tensor) -> bool:
+    watch = _watch(t)
+    return watch is not None and watch.changed()
+
+
 class _ProductCache:
     """``weight * mask`` kept in one tensor, rewritten in place only when the weight, the mask or the
-    tensor itself changed (tracked by torch's version counters and data pointers)."""
+    tensor itself changed: tracked by torch's version counters and data pointers, and for writes
+    through ``.data`` (which bump no version counter) by watching the ``.data`` handles of the
+    weight, the mask and the aliases of the tensor handed out (:class:`_DataWatch`)."""
 
     def __init__(self) -> None:
         self.tensor: torch.Tensor | None = None
         self.key: tuple[Any, ...] | None = None
+        self.watch = _DataWatch()  # .data handles of the aliases handed out
 
     def _key(self, weight: torch.Tensor, mask: torch.Tensor) -> tuple[Any, ...]:
         assert self.tensor is not None
@@ -79,19 +191,27 @@ class _ProductCache:
             self.key = None
         return t
 
+    def _data_written(self, weight: torch.Tensor, mask: torch.Tensor) -> bool:
+        # all three are polled (no short circuit): each poll also forgets the handles seen
+        return _changed(weight) | _changed(mask) | self.watch.changed()
+
     def mark_valid(self, weight: torch.Tensor, mask: torch.Tensor) -> None:
         t = self.tensor_for(weight)
+        self._data_written(weight, mask)  # the caller computed from the current values
         torch.autograd.graph.increment_version(t)  # graphs holding the old values must notice
         torch.autograd.graph.increment_version(mask)
         self.key = self._key(weight, mask)
 
     def get(self, weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         t = self.tensor_for(weight)
-        if self.key != self._key(weight, mask):
+        if self._data_written(weight, mask) or self.key != self._key(weight, mask):
             with torch.no_grad():
                 torch.mul(weight, mask, out=t)
             self.key = self._key(weight, mask)
-        return t.detach()  # an alias sharing storage and version counter with the cache
+        alias = t.detach()  # an alias sharing storage and version counter with the cache
+        alias.__class__ = _WatchedTensor
+        alias.__dict__["_nm_watch"] = self.watch  # layer.weight.data.normal_() must not stick
+        return alias
 
 
 class MaskParametrization(nn.Module):
@@ -120,9 +240,14 @@ class MaskParametrization(nn.Module):
     -----
     ``weight * mask`` is kept in a cache that is rewritten in place only when the weight, the mask
     or the cache itself changed (tracked by torch's version counters), so several accesses per
-    step (shared weights, evaluation) cost one multiplication and no new allocation. Code that
-    writes the mask or the cache without torch (numpy views) calls :meth:`mark_cache_valid` or
-    :meth:`invalidate`. ``weight * backward_mask`` has a cache of its own, allocated on first use
+    step (shared weights, evaluation) cost one multiplication and no new allocation. Writes through
+    ``.data`` (``original.data.mul_(2)``, ``mask.data.fill_(1)``), which bump no version counter,
+    are noticed too: the dense weight, the mask and the masked weights handed out watch the
+    ``.data`` handles they give (their class becomes a watching subclass of ``nn.Parameter`` /
+    ``torch.Tensor`` while the mask is attached), and ``layer.weight.data.normal_()`` is discarded
+    at the next access, as with a plain parametrization. Code that writes the mask or the cache
+    without torch (numpy views) calls :meth:`mark_cache_valid` or :meth:`invalidate`.
+    ``weight * backward_mask`` has a cache of its own, allocated on first use
     (:meth:`backward_masked_weight`, :meth:`mark_backward_cache_valid`).
     """
 
@@ -305,7 +430,10 @@ def bake_module(module: nn.Module) -> None:
         raise ValueError(f"this {module_kind(module)} has no mask to bake")
     _refuse_other_parametrizations([("", module)])
     mask = p.mask
+    _unwatch(mask)  # the buffer goes with the parametrization (and the caller may hold it)
     parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+    _unwatch(module.weight)
+    _unwatch(p.backward_mask)
     with torch.no_grad():
         module.weight.mul_(mask.to(module.weight.dtype))
 
@@ -321,8 +449,13 @@ def remove_masks(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def remove_mask(module: nn.Module) -> None:
     """Remove the mask of ``module`` (its weight dense again); other parametrizations stay."""
+    p = mask_parametrization(module)
+    if p is not None:
+        _unwatch(p.mask)
+        _unwatch(p.backward_mask)
     if not other_parametrizations(module):
         parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+        _unwatch(module.weight)
         return
     plist = module.parametrizations.weight  # type: ignore[union-attr]
     for i in reversed(range(len(plist))):
