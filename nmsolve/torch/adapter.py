@@ -12,8 +12,11 @@ weights with zeros and removes the parametrizations, after which the state dict 
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import importlib
+import re
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +34,9 @@ DEFAULT_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d)
 
 MASK_KEY = "parametrizations.weight.0.mask"
 BACKWARD_MASK_KEY = "parametrizations.weight.0.backward_mask"
+# The mask of a layer that another library parametrized first (weight_norm, spectral_norm, orthogonal)
+# comes after those parametrizations: "<layer>.parametrizations.weight.<index>.mask".
+_MASK_KEY_RE = re.compile(r"^(?:(.*)\.)?parametrizations\.weight\.(\d+)\.mask$")
 
 
 # --------------------------------------------------------------------------- the parametrization
@@ -56,13 +62,123 @@ class _MaskedWeight(torch.autograd.Function):
         return (grad if owner.straight_through else grad * mask), None, None
 
 
+_TENSOR_DATA = torch._C.TensorBase.data  # the attribute that `.data` reaches on plain tensors
+
+
+class _DataWatch:
+    """The ``.data`` handles given out by one watched tensor, to notice writes through them.
+
+    ``t.data`` is an alias with a version counter of its own, so writes through it (the Hugging Face
+    ``module.weight.data.normal_()`` idiom, ``p.data.mul_(2)``) leave ``t._version`` unchanged. Each
+    handle is remembered (weakly) with its version; :meth:`changed` reports a handle written since,
+    or collected since (it may have been written before it went), or a ``t.data = ...`` assignment.
+    """
+
+    __slots__ = ("dirty", "handles")
+
+    def __init__(self) -> None:
+        self.handles: list[tuple[weakref.ref[torch.Tensor], int]] = []
+        self.dirty = False
+
+    def issue(self, handle: torch.Tensor) -> torch.Tensor:
+        self.handles.append((weakref.ref(handle), handle._version))
+        return handle
+
+    def changed(self) -> bool:
+        if not self.handles and not self.dirty:
+            return False
+        changed, self.dirty = self.dirty, False
+        live = []
+        for ref, version in self.handles:
+            handle = ref()
+            if handle is None:
+                changed = True
+            else:
+                changed |= handle._version != version
+                live.append((ref, handle._version))
+        self.handles = live
+        return changed
+
+    def __reduce__(self) -> tuple[Any, ...]:  # copies and pickles start with no handles
+        return (_DataWatch, ())
+
+
+def _watched_data(self: torch.Tensor) -> torch.Tensor:
+    handle = _TENSOR_DATA.__get__(self)
+    watch = self.__dict__.get("_nm_watch")
+    return handle if watch is None else watch.issue(handle)
+
+
+def _set_watched_data(self: torch.Tensor, value: torch.Tensor) -> None:
+    _TENSOR_DATA.__set__(self, value)
+    watch = self.__dict__.get("_nm_watch")
+    if watch is not None:
+        watch.dirty = True
+
+
+class _WatchedParameter(nn.Parameter):
+    """The dense weight under a mask: an ``nn.Parameter`` whose ``.data`` handles are watched."""
+
+    data = property(_watched_data, _set_watched_data)  # type: ignore[assignment]
+
+
+class _WatchedTensor(torch.Tensor):
+    """A mask buffer, or the masked weight handed out: a tensor whose ``.data`` handles are watched."""
+
+    __torch_function__ = torch._C._disabled_torch_function_impl
+    data = property(_watched_data, _set_watched_data)  # type: ignore[assignment]
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> torch.Tensor:
+        if id(self) in memo:
+            return memo[id(self)]  # type: ignore[no-any-return]
+        result = copy.deepcopy(self.detach(), memo)  # a plain tensor's copy; watched again on first use
+        result.__class__ = _WatchedTensor
+        memo[id(self)] = result
+        return result
+
+
+_WATCHED = {nn.Parameter: _WatchedParameter, torch.Tensor: _WatchedTensor}
+
+
+def _watch(t: torch.Tensor) -> _DataWatch | None:
+    """The watch of ``t``'s ``.data`` handles, making ``t`` watched first (None: a foreign subclass)."""
+    watch = t.__dict__.get("_nm_watch")
+    if watch is None:
+        cls = type(t)
+        if cls in _WATCHED:
+            t.__class__ = _WATCHED[cls]
+        elif cls not in (_WatchedParameter, _WatchedTensor):
+            return None
+        watch = t.__dict__["_nm_watch"] = _DataWatch()
+    return watch  # type: ignore[no-any-return]
+
+
+def _unwatch(t: torch.Tensor | None) -> None:
+    """Give ``t`` back its plain class (when a mask is baked or removed)."""
+    if t is None:
+        return
+    t.__dict__.pop("_nm_watch", None)
+    if type(t) is _WatchedParameter:
+        t.__class__ = nn.Parameter
+    elif type(t) is _WatchedTensor:
+        t.__class__ = torch.Tensor
+
+
+def _changed(t: torch.Tensor) -> bool:
+    watch = _watch(t)
+    return watch is not None and watch.changed()
+
+
 class _ProductCache:
     """``weight * mask`` kept in one tensor, rewritten in place only when the weight, the mask or the
-    tensor itself changed (tracked by torch's version counters and data pointers)."""
+    tensor itself changed: tracked by torch's version counters and data pointers, and for writes
+    through ``.data`` (which bump no version counter) by watching the ``.data`` handles of the
+    weight, the mask and the aliases of the tensor handed out (:class:`_DataWatch`)."""
 
     def __init__(self) -> None:
         self.tensor: torch.Tensor | None = None
         self.key: tuple[Any, ...] | None = None
+        self.watch = _DataWatch()  # .data handles of the aliases handed out
 
     def _key(self, weight: torch.Tensor, mask: torch.Tensor) -> tuple[Any, ...]:
         assert self.tensor is not None
@@ -75,19 +191,27 @@ class _ProductCache:
             self.key = None
         return t
 
+    def _data_written(self, weight: torch.Tensor, mask: torch.Tensor) -> bool:
+        # all three are polled (no short circuit): each poll also forgets the handles seen
+        return _changed(weight) | _changed(mask) | self.watch.changed()
+
     def mark_valid(self, weight: torch.Tensor, mask: torch.Tensor) -> None:
         t = self.tensor_for(weight)
+        self._data_written(weight, mask)  # the caller computed from the current values
         torch.autograd.graph.increment_version(t)  # graphs holding the old values must notice
         torch.autograd.graph.increment_version(mask)
         self.key = self._key(weight, mask)
 
     def get(self, weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         t = self.tensor_for(weight)
-        if self.key != self._key(weight, mask):
+        if self._data_written(weight, mask) or self.key != self._key(weight, mask):
             with torch.no_grad():
                 torch.mul(weight, mask, out=t)
             self.key = self._key(weight, mask)
-        return t.detach()  # an alias sharing storage and version counter with the cache
+        alias = t.detach()  # an alias sharing storage and version counter with the cache
+        alias.__class__ = _WatchedTensor
+        alias.__dict__["_nm_watch"] = self.watch  # layer.weight.data.normal_() must not stick
+        return alias
 
 
 class MaskParametrization(nn.Module):
@@ -116,9 +240,14 @@ class MaskParametrization(nn.Module):
     -----
     ``weight * mask`` is kept in a cache that is rewritten in place only when the weight, the mask
     or the cache itself changed (tracked by torch's version counters), so several accesses per
-    step (shared weights, evaluation) cost one multiplication and no new allocation. Code that
-    writes the mask or the cache without torch (numpy views) calls :meth:`mark_cache_valid` or
-    :meth:`invalidate`. ``weight * backward_mask`` has a cache of its own, allocated on first use
+    step (shared weights, evaluation) cost one multiplication and no new allocation. Writes through
+    ``.data`` (``original.data.mul_(2)``, ``mask.data.fill_(1)``), which bump no version counter,
+    are noticed too: the dense weight, the mask and the masked weights handed out watch the
+    ``.data`` handles they give (their class becomes a watching subclass of ``nn.Parameter`` /
+    ``torch.Tensor`` while the mask is attached), and ``layer.weight.data.normal_()`` is discarded
+    at the next access, as with a plain parametrization. Code that writes the mask or the cache
+    without torch (numpy views) calls :meth:`mark_cache_valid` or :meth:`invalidate`.
+    ``weight * backward_mask`` has a cache of its own, allocated on first use
     (:meth:`backward_masked_weight`, :meth:`mark_backward_cache_valid`).
     """
 
@@ -147,7 +276,14 @@ class MaskParametrization(nn.Module):
         self._forward.key = self._backward.key = None
 
     def masked_weight(self, weight: torch.Tensor) -> torch.Tensor:
-        """``weight * mask`` from the cache, recomputed in place if anything changed (no autograd)."""
+        """``weight * mask`` from the cache, recomputed in place if anything changed (no autograd).
+
+        Only a parameter is cached: after another library's parametrization (the mask second in the
+        list) the input is a new tensor at every access, whose address may be reused.
+        """
+        if not isinstance(weight, nn.Parameter):
+            with torch.no_grad():
+                return weight * self.mask
         return self._forward.get(weight, self.mask)
 
     def backward_cache_for(self, weight: torch.Tensor) -> torch.Tensor:
@@ -185,11 +321,35 @@ def mask_parametrization(module: nn.Module) -> MaskParametrization | None:
     return None
 
 
+def other_parametrizations(module: nn.Module) -> list[str]:
+    """Class names of the parametrizations of ``module.weight`` that are not nmsolve masks
+    (``weight_norm``, ``spectral_norm``, ``orthogonal``, ...)."""
+    if not parametrize.is_parametrized(module, "weight"):
+        return []
+    return [type(p).__name__ for p in module.parametrizations.weight if not isinstance(p, MaskParametrization)]  # type: ignore[union-attr]
+
+
 def dense_weight(module: nn.Module) -> torch.Tensor:
-    """The trainable dense weight of ``module``: the parametrization's original, or the plain weight."""
-    if parametrize.is_parametrized(module, "weight"):
-        return module.parametrizations.weight.original  # type: ignore[union-attr,return-value]
-    return module.weight  # type: ignore[return-value]
+    """The dense weight that the mask multiplies: the parametrization's original, or the plain weight.
+
+    When other parametrizations come before the mask (a layer parametrized by another library
+    first), their output, computed now without autograd.
+    """
+    if not parametrize.is_parametrized(module, "weight"):
+        return module.weight  # type: ignore[return-value]
+    plist = module.parametrizations.weight  # type: ignore[union-attr]
+    if not other_parametrizations(module):
+        return plist.original  # type: ignore[return-value]
+    with torch.no_grad():
+        if plist.is_tensor:
+            x = plist[0](plist.original)
+        else:
+            x = plist[0](*(getattr(plist, f"original{i}") for i in range(plist.ntensors)))
+        for p in list(plist)[1:]:
+            if isinstance(p, MaskParametrization):
+                break
+            x = p(x)
+    return x  # type: ignore[no-any-return]
 
 
 def attach_mask(
@@ -221,10 +381,24 @@ def masked_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module, MaskParam
             yield name, module, p
 
 
+def _refuse_other_parametrizations(items: Iterable[tuple[str, nn.Module]]) -> None:
+    bad = {name: other_parametrizations(module) for name, module in items if other_parametrizations(module)}
+    if bad:
+        raise ValueError(
+            f"cannot bake the masks of layers {bad}: their weight is also parametrized by another library, "
+            "and a mask cannot be made permanent in the original weight under it (e.g. weight_norm would "
+            "renormalise the zeros away); to keep the current masked weight as a plain parameter and drop every "
+            "parametrization, call torch.nn.utils.parametrize.remove_parametrizations(layer, 'weight', "
+            "leave_parametrized=True)"
+        )
+
+
 def bake(model: nn.Module) -> dict[str, torch.Tensor]:
     """Make every mask permanent: weights become ``weight * mask`` and the parametrizations are removed.
 
-    The weight parameters keep their identity (an optimiser that holds them stays valid).
+    The weight parameters keep their identity (an optimiser that holds them stays valid). A layer
+    whose weight another library also parametrizes (``weight_norm``, ``spectral_norm``, ...) cannot
+    be baked: ``ValueError`` before anything is changed.
 
     Returns
     -------
@@ -240,8 +414,10 @@ def bake(model: nn.Module) -> dict[str, torch.Tensor]:
     >>> sorted(model.state_dict()), int((model[0].weight != 0).sum())
     (['0.bias', '0.weight'], 16)
     """
+    items = list(masked_modules(model))
+    _refuse_other_parametrizations((name, module) for name, module, _ in items)
     baked = {}
-    for name, module, p in list(masked_modules(model)):
+    for name, module, p in items:
         baked[name] = p.mask.detach().to(dense_weight(module).dtype, copy=True)
         bake_module(module)
     return baked
@@ -252,8 +428,12 @@ def bake_module(module: nn.Module) -> None:
     p = mask_parametrization(module)
     if p is None:
         raise ValueError(f"this {module_kind(module)} has no mask to bake")
+    _refuse_other_parametrizations([("", module)])
     mask = p.mask
+    _unwatch(mask)  # the buffer goes with the parametrization (and the caller may hold it)
     parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+    _unwatch(module.weight)
+    _unwatch(p.backward_mask)
     with torch.no_grad():
         module.weight.mul_(mask.to(module.weight.dtype))
 
@@ -263,8 +443,24 @@ def remove_masks(model: nn.Module) -> dict[str, torch.Tensor]:
     removed = {}
     for name, module, p in list(masked_modules(model)):
         removed[name] = p.mask.detach().to(dense_weight(module).dtype, copy=True)
-        parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+        remove_mask(module)
     return removed
+
+
+def remove_mask(module: nn.Module) -> None:
+    """Remove the mask of ``module`` (its weight dense again); other parametrizations stay."""
+    p = mask_parametrization(module)
+    if p is not None:
+        _unwatch(p.mask)
+        _unwatch(p.backward_mask)
+    if not other_parametrizations(module):
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+        _unwatch(module.weight)
+        return
+    plist = module.parametrizations.weight  # type: ignore[union-attr]
+    for i in reversed(range(len(plist))):
+        if isinstance(plist[i], MaskParametrization):
+            del plist[i]
 
 
 def get_masks(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -276,8 +472,8 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, Any], *, strict: 
     """Load a state dict saved from a model with masks into ``model`` (with or without masks attached).
 
     For every ``"<layer>.parametrizations.weight.0.mask"`` key whose layer has no mask yet, a mask
-    is attached first, so that ``model.load_state_dict`` finds every key. Returns what
-    ``model.load_state_dict`` returns.
+    is attached first (``...weight.<i>.mask`` after ``i`` parametrizations of another library), so
+    that ``model.load_state_dict`` finds every key. Returns what ``model.load_state_dict`` returns.
 
     Examples
     --------
@@ -290,13 +486,16 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, Any], *, strict: 
     """
     modules = dict(model.named_modules())
     for key in state_dict:
-        if not key.endswith(MASK_KEY):
+        match = _MASK_KEY_RE.match(key)
+        if match is None:
             continue
-        name = key[: -len(MASK_KEY)].rstrip(".")
+        name, index = match.group(1) or "", int(match.group(2))
         module = modules.get(name)
         if module is None or mask_parametrization(module) is not None:
             continue  # unknown layers are left to load_state_dict's own error
-        back_key = key[: -len(MASK_KEY)] + BACKWARD_MASK_KEY
+        if index != len(other_parametrizations(module)):
+            continue  # a mask after parametrizations this layer lacks: load_state_dict names the key
+        back_key = key[: -len("mask")] + "backward_mask"
         back = torch.ones_like(module.weight) if back_key in state_dict else None
         attach_mask(module, torch.ones_like(module.weight), backward_mask=back)
     return model.load_state_dict(state_dict, strict=strict)
@@ -410,8 +609,11 @@ def select_layers(
     for name, module in model.named_modules():
         if not isinstance(module, types):
             continue
-        shape = tuple(module.weight.shape)
         kind = module_kind(module)
+        if not isinstance(getattr(module, "weight", None), torch.Tensor):
+            skipped.append(LayerReport(name, kind, (), reason="no `weight` tensor (only module.weight is masked)"))
+            continue
+        shape = tuple(module.weight.shape)
         if inc is not None and not any(fnmatch.fnmatchcase(name, p) for p in inc):
             skipped.append(LayerReport(name, kind, shape, reason="not matched by include"))
         elif exc is not None and any(fnmatch.fnmatchcase(name, p) for p in exc):
@@ -502,16 +704,42 @@ _METHODS: dict[str, Callable[[np.ndarray, int, int, bool, Mapping[str, Any]], np
 }
 
 
+def input_axis(module: nn.Module) -> int:
+    """The weight axis that a layer reduces its input over: 1 for ``(out, in, *kernel)`` weights
+    (Linear, ConvNd), 0 for transposed convolutions, whose weight is ``(in, out / groups, *kernel)``."""
+    return 0 if isinstance(module, nn.modules.conv._ConvTransposeNd) else 1
+
+
 def ragged_reason(module: nn.Module, m: int, *, pad: bool, both_axes: bool = False) -> str:
-    """Why ``module`` cannot take an m-grouped mask on its channel-last 2-D view ('' if it can)."""
-    shape = tuple(module.weight.shape)
+    """Why ``module`` cannot take an m-grouped mask on its channel-last 2-D view ('' if it can).
+
+    The view is of the weight in ``(out, in, *kernel)`` order (a transposed convolution's weight
+    with its first two axes swapped, see :func:`input_axis`).
+    """
+    shape = list(module.weight.shape)
     if len(shape) < 2:
         return f"weight is {len(shape)}-d; only (out, in, *kernel) weights are masked"
+    if input_axis(module) == 0:
+        shape[0], shape[1] = shape[1], shape[0]
+        groups = int(getattr(module, "groups", 1))
+        if groups > 1 and (shape[1] // groups) % m:
+            return f"in per group = {shape[1] // groups} (groups={groups}) is not a multiple of m={m}"
     rows, cols = shape[0] * int(np.prod(shape[2:], dtype=np.int64)), shape[1]
     if both_axes and (rows % m or cols % m) and not pad:
         return f"2-D view {rows}x{cols} is not a multiple of m={m} on both axes (pass pad=True to pad)"
     if cols % m and not pad:
         return f"in={cols} is not a multiple of m={m} (pass pad=True to pad the last group)"
+    return ""
+
+
+def training_layout_reason(module: nn.Module) -> str:
+    """Why a training method cannot mask ``module`` ('' if it can): the methods group ``(out, in, ...)``
+    weights along axis 1 and treat axis 0 as output rows."""
+    if input_axis(module) != 1:
+        return (
+            f"{module_kind(module)} weight is (in, out/groups, *kernel): training methods need (out, in, *kernel) "
+            "weights; use nmsolve.torch.sparsify, which groups along its input axis"
+        )
     return ""
 
 
@@ -537,7 +765,8 @@ def sparsify(
         Modified in place: each chosen layer's ``weight`` becomes ``original * mask`` via
         :mod:`torch.nn.utils.parametrize`; training continues on the original weights.
     n, m : int
-        Keep ``n`` of every ``m`` consecutive weights along ``in`` (the channel-last view of a conv).
+        Keep ``n`` of every ``m`` consecutive weights along ``in`` (the channel-last view of a conv;
+        a transposed convolution's ``in`` is axis 0 of its weight, see :func:`input_axis`).
     method : {"nm", "transposable"}
         ``"nm"``: the ``n`` largest scores of every group (:func:`nmsolve.nm_mask`);
         ``"transposable"``: N:M along both axes of the 2-D view (:func:`nmsolve.transposable_mask`,
@@ -586,7 +815,12 @@ def sparsify(
         s = w if scores is None else np.asarray(scores(name, module))
         if s.shape != w.shape:
             raise ValueError(f"scores for layer {name!r} have shape {s.shape}, expected the weight's {w.shape}")
-        mask = solve(s, n, m, pad, opts)
+        if input_axis(module) == 0:  # (in, out/groups, *kernel): solve on the (out, in, *kernel) view
+            mask = np.ascontiguousarray(
+                np.swapaxes(solve(np.ascontiguousarray(np.swapaxes(s, 0, 1)), n, m, pad, opts), 0, 1)
+            )
+        else:
+            mask = solve(s, n, m, pad, opts)
         attach_mask(module, mask)
         reports.append(layer_report(name, module, mask_parametrization(module).mask, pattern))  # type: ignore[union-attr]
     return sort_report(reports, model)

@@ -153,6 +153,23 @@ class LBC(NMTraining):
         """Alive sets of layer ``name`` (bool, same shape as :meth:`scores`)."""
         return self.layers[name].state["lbc"].alive.copy()
 
+    def bake(self) -> dict[str, torch.Tensor]:
+        """Make the masks permanent as exact N:M masks; return them (see :meth:`SparseTraining.bake`).
+
+        Before the removal schedule has left one combination per group (before epoch ``t_f``), the
+        selection is finished first: every group keeps its highest-scoring alive combination (the
+        accumulated score gradient applied), as the schedule's last removal would.
+        """
+        self._check_attached()
+        with torch.no_grad():
+            for layer in self.layers.values():
+                state: LBCState = layer.state["lbc"]
+                if not state.frozen:
+                    self._flush(layer)
+                    state.remove_to(1)
+                    self.set_mask(layer, state.mask(axis=1))
+        return super().bake()
+
     def pattern(self, layer: Layer) -> str:
         state: LBCState = layer.state["lbc"]
         if state.frozen:

@@ -73,7 +73,6 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
 from nmsolve._validate import check_nm
 from nmsolve.torch._convert import to_numpy
@@ -85,9 +84,12 @@ from nmsolve.torch.adapter import (
     attach_mask,
     bake_module,
     layer_report,
+    other_parametrizations,
     ragged_reason,
+    remove_mask,
     select_layers,
     sort_report,
+    training_layout_reason,
 )
 
 
@@ -154,7 +156,12 @@ class SparseTraining:
         )
         self._skipped: list[LayerReport] = list(skipped)
         for name, module in chosen:
-            reason = self.skip_reason(name, module)
+            reason = training_layout_reason(module) or self.skip_reason(name, module)
+            if not reason and other_parametrizations(module):
+                reason = (
+                    f"weight already parametrized by {other_parametrizations(module)}: training methods update "
+                    "the original weight directly"
+                )
             if reason:
                 self._skipped.append(layer_report(name, module, None, "", reason))
                 continue
@@ -338,7 +345,7 @@ class SparseTraining:
         self._check_attached()
         for layer in self.layers.values():
             self._detach_layer(layer)
-            parametrize.remove_parametrizations(layer.module, "weight", leave_parametrized=False)
+            remove_mask(layer.module)
         self._attached = False
 
     def _detach_layer(self, layer: Layer) -> None:

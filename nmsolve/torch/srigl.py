@@ -147,6 +147,7 @@ class SRigL(SparseTraining):
         self.optimizer = optimizer
         self._dense_grads: dict[str, np.ndarray] = {}
         self._masked_before = -1
+        self._no_grad: dict[str, int] = {}  # per layer, mask updates skipped for want of a gradient
         super().__init__(model, **kwargs)
         if self.layers and not ablate_last:
             list(self.layers.values())[-1].state["srigl"].ablate = False
@@ -166,12 +167,24 @@ class SRigL(SparseTraining):
         self._masked_before = self.step + 1
 
     def after_optimizer_step(self) -> None:
-        """Call after ``optimizer.step()``: counts the step and rewires the masks when an update is due."""
+        """Call after ``optimizer.step()``: counts the step and rewires the masks when an update is due.
+
+        A layer without a gradient at an update step (it took no part in the loss, e.g. a BERT
+        ``pooler.dense`` when only the hidden states are used) keeps its mask; :meth:`report` says
+        how many updates it missed. If no layer has a gradient at an update step, that is an error.
+        """
         if self._masked_before != self.step + 1 and any(lay.weight.grad is not None for lay in self.layers.values()):
             raise RuntimeError(
                 "SRigL: call method.before_optimizer_step() after loss.backward() and before optimizer.step(); "
                 "it masks the gradients (without it pruned weights are trained) and keeps the dense gradient "
                 "that growth needs"
+            )
+        if self.layers and self.schedule.due(self.step + 1) and not self._dense_grads:
+            raise RuntimeError(
+                f"SRigL update at step {self.step + 1}: none of the {len(self.layers)} sparse layers has a "
+                "gradient when method.before_optimizer_step() ran; call method.before_optimizer_step() after "
+                "loss.backward() and before optimizer.step() (a layer that takes no part in the loss keeps its "
+                "mask, but some layer must have a gradient)"
             )
         super().after_optimizer_step()
 
@@ -188,10 +201,10 @@ class SRigL(SparseTraining):
         if not self.schedule.due(self.step):
             return
         if dense_grad is None:
-            raise RuntimeError(
-                f"SRigL update at step {self.step} needs the dense gradient of layer {layer.name!r}; "
-                "call loss.backward() and method.before_optimizer_step() before optimizer.step()"
-            )
+            # The layer took no part in this step's loss (e.g. a BERT pooler when only the hidden states
+            # are used): growth has nothing to rank by, so its mask stays as it is (see pattern/report).
+            self._no_grad[layer.name] = self._no_grad.get(layer.name, 0) + 1
+            return
         state: SRigLState = layer.state["srigl"]
         result = state.update(self.weight_numpy(layer), dense_grad, self.step, self.schedule)
         if result is None:
@@ -211,7 +224,9 @@ class SRigL(SparseTraining):
         fan_in = int(np.prod(layer.shape[1:]))
         n_active = int(state.active.sum())
         rows = "" if n_active == layer.shape[0] else f", {n_active}/{layer.shape[0]} rows"
-        return f"fan-in {state.k}/{fan_in}{rows}"
+        missed = self._no_grad.get(layer.name, 0)
+        note = f", {missed} update(s) skipped: no gradient (not in the loss)" if missed else ""
+        return f"fan-in {state.k}/{fan_in}{rows}{note}"
 
     def is_valid(self, layer: Layer) -> bool:
         state: SRigLState = layer.state["srigl"]
