@@ -75,11 +75,12 @@ def stage_mask(W, n, m, stage):
     """approx one tile at a time, up to a stage: 0 the greedy b-matching, 1 repaired, 2 the method
     (for m = 4, the scalar path that the vectorised one must match), 3 its exact fallback on every tile."""
     x, n, m = tp._check_matrix(W, n, m, pad=True)
-    out = np.zeros(x.shape, dtype=np.bool_)
-    tiles_per_row = -(-x.shape[1] // m)
-    total = -(-x.shape[0] // m) * tiles_per_row
-    _approx.scalar_solver(x)(out, 0, total, tiles_per_row, n, m, _tiles.network(m), _tiles.network(m, n), stage)
-    return out
+    solve, net = _approx.scalar_solver(x), _tiles.network(m)
+
+    def chunk(out, t0, t1, tiles_per_row):
+        return _approx.run_tiles(x, n, m, solve, out, t0, t1, tiles_per_row, n, m, net, stage)
+
+    return _tiles.solve_chunks(x, n, m, "approx", False, chunk)[0]
 
 
 def rounding_slack(x, m):

@@ -15,7 +15,16 @@ import numpy as np
 
 from nmsolve._jit import kernel, prange
 from nmsolve._kernels import SCALE_ABOVE, load_tile, store_tile
-from nmsolve.transposable._tiles import BLOCK, CHUNK4, first_at, mcf_tile, network, solve_chunks, tile_solver
+from nmsolve.transposable._tiles import (
+    BLOCK,
+    CHUNK4,
+    first_at,
+    mcf_tile,
+    network,
+    run_deferring,
+    solve_chunks,
+    tile_solver,
+)
 
 # --------------------------------------------------------------------------- one tile at a time
 
@@ -253,12 +262,11 @@ def _tile_weight(w, m, keep):  # type: ignore[no-untyped-def]
 
 
 @kernel()
-def _approx_rest(w, n, m, sel, stage, keep, rdeg, cdeg, wT, kT, u, v, ga, gb, ja):  # type: ignore[no-untyped-def]
+def _approx_rest(w, n, m, stage, keep, rdeg, cdeg, wT, kT, u, v, ga, gb, ja):  # type: ignore[no-untyped-def]
     """The stages of ``approx`` after the greedy b-matching ``keep`` (degrees rdeg, cdeg) of tile w:
-    stage 1 repairs it, 2 also improves and certifies it (else solves the tile exactly), 3 solves it
-    exactly. Returns 0, 1 if solved exactly, -2 if the repair or the exact solver failed. The
-    other arguments are scratch; the exact solver's own scratch is allocated only when it runs
-    (rarely), as every array argument costs time on each call."""
+    stage 1 repairs it, 2 also improves and certifies it, 3 certifies nothing. Returns 0, or 1 if
+    the tile is to be solved exactly (the certificate failed, or stage 3: see _deferred_tiles), or
+    -2 if the repair failed. The other arguments are scratch."""
     greedy, bound = _greedy_bound(w, n, m, keep, rdeg, cdeg, u, v)
     for i in range(m):
         for j in range(m):
@@ -271,40 +279,22 @@ def _approx_rest(w, n, m, sel, stage, keep, rdeg, cdeg, wT, kT, u, v, ga, gb, ja
     _exchange_pass(w, wT, m, keep, kT, ga, gb)
     # certificate: OPT <= min(2 * greedy, bound) <= 2 * weight, else solve exactly
     if stage == 3 or 2.0 * _tile_weight(w, m, keep) < min(2.0 * greedy, bound):
-        v[:] = 0.0
-        dist = np.empty(2 * m)
-        ok = mcf_tile(
-            w,
-            n,
-            m,
-            sel,
-            keep,
-            u,
-            v,
-            rdeg,
-            cdeg,
-            dist,
-            dist.view(np.int64),
-            np.empty(2 * m, dtype=np.int64),
-            np.empty(2 * m),
-            np.empty((m, m)),
-            wT,
-        )
-        return 1 if ok else -2
+        return 1
     return 0
 
 
-def _approx_tiles(x, t0, t1, tiles_per_row, out, n, m, net, sel, stage):  # type: ignore[no-untyped-def]
-    """Approximate masks of tiles t0..t1-1; returns (first NaN tile, first failed tile, tiles solved
-    exactly because the guarantee could not be certified). ``stage`` 0 stops after the greedy
-    (an under-filled b-matching, for tests), 1 after the repair, 2 is the full method, 3 takes
-    the exact fallback for every tile (to test that path). Tiles go in work items of BLOCK tiles.
-    The template of its serial and parallel kernels (see _tiles.tile_solver)."""
+def _approx_tiles(x, t0, t1, tiles_per_row, out, flags, n, m, net, stage):  # type: ignore[no-untyped-def]
+    """Approximate masks of tiles t0..t1-1, in work items of BLOCK tiles; returns (first NaN tile,
+    first failed tile, tiles left to _deferred_tiles). ``stage`` 0 stops after the greedy (an
+    under-filled b-matching, for tests), 1 after the repair, 2 is the full method, 3 takes the
+    exact fallback for every tile (to test that path). A tile whose guarantee is not certified
+    (or every tile at stage 3) is left to be solved exactly: flags[t - t0] = 1. The template of
+    its serial and parallel kernels (see _tiles.tile_solver)."""
     count = t1 - t0
     nblocks = (count + BLOCK - 1) // BLOCK
     nan_at = np.full(nblocks, -1, dtype=np.int64)
     fail_at = np.full(nblocks, -1, dtype=np.int64)
-    exact = np.zeros(nblocks, dtype=np.int64)
+    deferred = np.zeros(nblocks, dtype=np.int64)
     for b in prange(nblocks):
         w = np.empty((m, m))
         wT = np.empty((m, m))
@@ -331,19 +321,93 @@ def _approx_tiles(x, t0, t1, tiles_per_row, out, n, m, net, sel, stage):  # type
                 break
             _greedy_tile(w, n, m, net, keep, rdeg, cdeg, tmp, order, ptr, hold, stack, instack, ja)
             if stage >= 1:
-                status = _approx_rest(w, n, m, sel, stage, keep, rdeg, cdeg, wT, kT, u, v, ga, gb, ja)
+                status = _approx_rest(w, n, m, stage, keep, rdeg, cdeg, wT, kT, u, v, ga, gb, ja)
                 if status < 0:
                     fail_at[b] = t
                     break
-                exact[b] += status
+                if status == 1:
+                    flags[t - t0] = 1
+                    deferred[b] += 1
+                    continue
             store_tile(keep, r0, c0, m, out)
-    return first_at(nan_at), first_at(fail_at), exact.sum()
+    return first_at(nan_at), first_at(fail_at), deferred.sum()
 
 
 def scalar_solver(x: np.ndarray) -> Any:
-    """``solve(out, t0, t1, tiles_per_row, n, m, network(m), network(m, n), stage)`` for ``x``: approx
-    one tile at a time (_approx_tiles; stage 2 is the method, the others are for tests)."""
+    """``solve(out, t0, t1, tiles_per_row, flags, n, m, network(m), stage)`` for ``x``: approx one
+    tile at a time (_approx_tiles; stage 2 is the method, the others are for tests). Run it with
+    run_tiles."""
     return tile_solver(_approx_tiles, "_approx_tiles", x)
+
+
+@kernel()
+def _deferred_tiles(x, n, m, tiles, kinds, tiles_per_row, net, sel, out):  # type: ignore[no-untyped-def]
+    """Finish the tiles that the kernels of this module leave, ``tiles`` (indices) of ``kinds``
+    1: solve exactly (the guarantee was not certified, or stage 3), or 2: an m = 4 tile with
+    padding, inf, NaN or a huge magnitude, solved as _approx_tiles does at stage 2 (and exactly if
+    its guarantee is not certified). Returns (first NaN tile, first failed tile, tiles solved
+    exactly), each tile -1 if none.
+
+    Such tiles are rare, so their code (the exact solver of one tile, the scalar greedy) is a
+    kernel of its own, compiled only when one occurs: the exact solution of a tile from zero
+    potentials (mcf_tile) depends on its values alone, and those are what load_tile returns.
+    """
+    w = np.empty((m, m))
+    wT = np.empty((m, m))
+    tmp = np.empty((m, m))
+    keep = np.empty((m, m), dtype=np.bool_)
+    kT = np.empty((m, m), dtype=np.uint8)
+    order = np.empty((m, m), dtype=np.int64)
+    hold = np.empty((m, n), dtype=np.int64)
+    ptr = np.empty(m, dtype=np.int64)
+    stack = np.empty(m, dtype=np.int64)
+    instack = np.empty(m, dtype=np.bool_)
+    rdeg = np.empty(m, dtype=np.int64)
+    cdeg = np.empty(m, dtype=np.int64)
+    u = np.empty(m)
+    v = np.empty(m)
+    ga = np.empty(m)
+    gb = np.empty(m)
+    ja = np.empty(m, dtype=np.int64)
+    dist = np.empty(2 * m)
+    dbits = dist.view(np.int64)
+    par = np.empty(2 * m, dtype=np.int64)
+    fin = np.empty(2 * m)
+    exact = 0
+    for k in range(tiles.size):
+        t = tiles[k]
+        r0 = (t // tiles_per_row) * m
+        c0 = (t % tiles_per_row) * m
+        if load_tile(x, r0, c0, m, w) < 0.0:
+            return t, -1, exact
+        status = 1
+        if kinds[k] == 2:
+            _greedy_tile(w, n, m, net, keep, rdeg, cdeg, tmp, order, ptr, hold, stack, instack, ja)
+            status = _approx_rest(w, n, m, 2, keep, rdeg, cdeg, wT, kT, u, v, ga, gb, ja)
+            if status < 0:
+                return -1, t, exact
+        if status == 1:
+            for j in range(m):
+                v[j] = 0.0
+            if not mcf_tile(w, n, m, sel, keep, u, v, rdeg, cdeg, dist, dbits, par, fin, tmp, wT):
+                return -1, t, exact
+            exact += 1
+        store_tile(keep, r0, c0, m, out)
+    return -1, -1, exact
+
+
+def run_tiles(
+    x: np.ndarray, n: int, m: int, solve: Any, out: np.ndarray, t0: int, t1: int, tiles_per_row: int, *args: Any
+) -> tuple[int, int, int]:
+    """Tiles t0..t1-1 of ``x`` by ``solve(out, t0, t1, tiles_per_row, flags, *args)`` (scalar_solver or
+    vectorised_solver), then the tiles it leaves by _deferred_tiles (see _tiles.run_deferring);
+    returns (first NaN tile, first failed tile, tiles solved exactly), each tile -1 if none."""
+    net, sel = network(m), network(m, n)
+
+    def finish(tiles: np.ndarray, kinds: np.ndarray, out: np.ndarray, tiles_per_row: int) -> tuple[int, int, int]:
+        return _deferred_tiles(x, n, m, tiles, kinds, tiles_per_row, net, sel, out)  # type: ignore[no-any-return]
+
+    return run_deferring(solve, finish, out, t0, t1, tiles_per_row, *args)
 
 
 # --------------------------------------------------------------------------- m = 4, vectorised
@@ -406,7 +470,8 @@ def _greedy4_run(x, r0, c0, length, n, net16, vals, sv, si, keys, code):  # type
             cc[t] += take << cs
             keys[t] |= take << e
     full = n * 0x55
-    exchanged[:length] = keys[:length]
+    for t in range(length):  # a loop, not exchanged[:length] = keys[:length], whose shape check
+        exchanged[t] = keys[t]  # compiles an error message (numba's raise_with_shape_context): 1.5 s
     for i in range(4):  # _exchange_pass, row by row, on every tile at once
         for t in range(length):
             key = exchanged[t]
@@ -448,16 +513,17 @@ def _greedy4_run(x, r0, c0, length, n, net16, vals, sv, si, keys, code):  # type
         code[t] = 2 if not total[t] <= SCALE_ABOVE else 0 if settled else 1
 
 
-def _approx4_tiles(x, t0, t1, tiles_per_row, out, out32, n, net, sel, net16):  # type: ignore[no-untyped-def]
+def _approx4_tiles(x, t0, t1, tiles_per_row, out, flags, out32, n, net16):  # type: ignore[no-untyped-def]
     """``approx`` for 4 x 4 tiles t0..t1-1, the same masks as _approx_tiles at stage 2, faster.
 
     Tiles are taken in runs of up to CHUNK4 consecutive tiles of one tile row (like
     _mcf._enum4_tiles). _greedy4_run settles most tiles inside the matrix (about 84% of Gaussian 2:4
     tiles); from its greedy b-matching, the others (a row or column left short, or a weight that
-    dropped in the exchange pass) go through _approx_rest, and tiles with padding, inf, NaN or
-    huge values through the scalar method from load_tile on, exactly as in _approx_tiles.
-    ``out32`` is ``out`` viewed as uint32 or empty, as for _mcf._enum4_tiles. Returns what
-    _approx_tiles returns. The template of its serial and parallel kernels (see _tiles.tile_solver).
+    dropped in the exchange pass) go through _approx_rest, exactly as in _approx_tiles. Tiles with
+    padding, inf, NaN or huge values are left to _deferred_tiles (flags[t - t0] = 2), like those
+    whose guarantee is not certified (flags 1). ``out32`` is ``out`` viewed as uint32 or empty, as
+    for _mcf._enum4_tiles. Returns what _approx_tiles returns. The template of its serial and
+    parallel kernels (see _tiles.tile_solver).
     """
     rows, cols = x.shape
     runs_per_row = (tiles_per_row + CHUNK4 - 1) // CHUNK4
@@ -466,7 +532,7 @@ def _approx4_tiles(x, t0, t1, tiles_per_row, out, out32, n, net, sel, net16):  #
     nruns = (band1 - band0) * runs_per_row
     nan_at = np.full(nruns, -1, dtype=np.int64)
     fail_at = np.full(nruns, -1, dtype=np.int64)
-    exact = np.zeros(nruns, dtype=np.int64)
+    deferred = np.zeros(nruns, dtype=np.int64)
     for q in prange(nruns):
         band = band0 + q // runs_per_row
         first = band * tiles_per_row + (q % runs_per_row) * CHUNK4
@@ -485,14 +551,8 @@ def _approx4_tiles(x, t0, t1, tiles_per_row, out, out32, n, net, sel, net16):  #
         si = np.empty((16, CHUNK4), dtype=np.int64)
         w = np.empty((4, 4))
         wT = np.empty((4, 4))
-        tmp = np.empty((4, 4))
         keep = np.empty((4, 4), dtype=np.bool_)
         kT = np.empty((4, 4), dtype=np.uint8)
-        order = np.empty((4, 4), dtype=np.int64)
-        hold = np.empty((4, n), dtype=np.int64)
-        ptr = np.empty(4, dtype=np.int64)
-        stack = np.empty(4, dtype=np.int64)
-        instack = np.empty(4, dtype=np.bool_)
         rdeg = np.empty(4, dtype=np.int64)
         cdeg = np.empty(4, dtype=np.int64)
         u = np.empty(4)
@@ -516,29 +576,35 @@ def _approx4_tiles(x, t0, t1, tiles_per_row, out, out32, n, net, sel, net16):  #
         for t in range(length):
             if code[t] == 0:
                 continue
-            c0 = cbase + 4 * t
-            if code[t] == 1:  # the greedy from _greedy4_run
-                for i in range(4):
-                    rdeg[i] = 0
-                    cdeg[i] = 0
-                for i in range(4):
-                    for j in range(4):
-                        w[i, j] = vals[4 * i + j, t]
-                        keep[i, j] = (keys[t] >> (4 * i + j)) & 1
-                        rdeg[i] += keep[i, j]
-                        cdeg[j] += keep[i, j]
-            else:
-                if load_tile(x, r0, c0, 4, w) < 0.0:
-                    nan_at[q] = first + t
-                    break
-                _greedy_tile(w, n, 4, net, keep, rdeg, cdeg, tmp, order, ptr, hold, stack, instack, ja)
-            status = _approx_rest(w, n, 4, sel, 2, keep, rdeg, cdeg, wT, kT, u, v, ga, gb, ja)
+            if code[t] == 2:  # padding, inf, NaN or huge values
+                flags[first + t - t0] = 2
+                deferred[q] += 1
+                continue
+            for i in range(4):  # the greedy from _greedy4_run
+                rdeg[i] = 0
+                cdeg[i] = 0
+            for i in range(4):
+                for j in range(4):
+                    w[i, j] = vals[4 * i + j, t]
+                    keep[i, j] = (keys[t] >> (4 * i + j)) & 1
+                    rdeg[i] += keep[i, j]
+                    cdeg[j] += keep[i, j]
+            status = _approx_rest(w, n, 4, 2, keep, rdeg, cdeg, wT, kT, u, v, ga, gb, ja)
             if status < 0:
                 fail_at[q] = first + t
                 break
-            exact[q] += status
-            store_tile(keep, r0, c0, 4, out)
-    return first_at(nan_at), first_at(fail_at), exact.sum()
+            if status == 1:
+                flags[first + t - t0] = 1
+                deferred[q] += 1
+                continue
+            store_tile(keep, r0, cbase + 4 * t, 4, out)
+    return first_at(nan_at), first_at(fail_at), deferred.sum()
+
+
+def vectorised_solver(x: np.ndarray) -> Any:
+    """``solve(out, t0, t1, tiles_per_row, flags, out32, n, network(16))`` for ``x``: approx for m = 4,
+    vectorised over runs of tiles (_approx4_tiles). Run it with run_tiles."""
+    return tile_solver(_approx4_tiles, "_approx4_tiles", x)
 
 
 # --------------------------------------------------------------------------- entry points
@@ -547,20 +613,19 @@ def _approx4_tiles(x, t0, t1, tiles_per_row, out, out32, n, net, sel, net16):  #
 def approx_tiles(x: np.ndarray, n: int, m: int, progress: bool = False) -> tuple[np.ndarray, int]:
     """The ``approx`` mask of a checked 2-D matrix ``x``, and the number of tiles solved exactly
     because the 1/2 guarantee could not be certified (the benchmark reports it)."""
-    net, sel = network(m), network(m, n)
     if m == 4:
-        solve4, net16 = tile_solver(_approx4_tiles, "_approx4_tiles", x), network(16)
+        solve4, net16 = vectorised_solver(x), network(16)
 
         def chunk(out: np.ndarray, t0: int, t1: int, tiles_per_row: int) -> tuple[int, int, int]:
             out32 = out.view(np.uint32) if x.shape[1] % 4 == 0 else np.empty((0, 0), dtype=np.uint32)
             with np.errstate(over="ignore", invalid="ignore"):  # pure-Python runs (NUMBA_DISABLE_JIT)
-                return solve4(out, t0, t1, tiles_per_row, out32, n, net, sel, net16)
+                return run_tiles(x, n, 4, solve4, out, t0, t1, tiles_per_row, out32, n, net16)
 
     else:
-        solve = scalar_solver(x)
+        solve, net = scalar_solver(x), network(m)
 
         def chunk(out: np.ndarray, t0: int, t1: int, tiles_per_row: int) -> tuple[int, int, int]:
-            return solve(out, t0, t1, tiles_per_row, n, m, net, sel, 2)  # type: ignore[no-any-return]
+            return run_tiles(x, n, m, solve, out, t0, t1, tiles_per_row, n, m, net, 2)
 
     return solve_chunks(x, n, m, "approx", progress, chunk)
 

@@ -23,6 +23,7 @@ from nmsolve.transposable._tiles import (
     mcf_complete,
     mcf_tile,
     network,
+    run_deferring,
     solve_chunks,
     tile_solver,
 )
@@ -357,18 +358,17 @@ def _score24_run(x, r0, c0, length, vals, keys, special):  # type: ignore[no-unt
         keys[t] = np.int64(key)
 
 
-def _enum4_tiles(x, t0, t1, tiles_per_row, out, out32, combos, configs, cfgkeys):  # type: ignore[no-untyped-def]
+def _enum4_tiles(x, t0, t1, tiles_per_row, out, flags, out32, combos, configs, cfgkeys):  # type: ignore[no-untyped-def]
     """Exact 4 x 4 tiles t0..t1-1 by enumerating every valid tile, vectorised over runs of tiles.
 
     Tiles are taken in runs of up to CHUNK4 consecutive tiles of one tile row. 2:4 runs inside the
     matrix go to _score24_run; otherwise the n-subset sums of every row are laid out tile-last, so
-    that scoring a candidate tile is one vectorised loop over the run. Tiles with inf, huge
-    magnitudes or padding are re-solved by _enum4_tile on the safe values from load_tile (same
-    candidate order, same sums, same tie rule). Each tile's result is a key (``cfgkeys``: row r's
-    kept columns as bits 4r..4r+3), written with one 32-bit store per tile row into ``out32``
-    (``out`` viewed as uint32, 4 bools per element, or empty when the width does not allow it).
-    Returns (the first tile holding NaN or -1, -1, 0). The template of its serial and parallel
-    kernels (see _tiles.tile_solver).
+    that scoring a candidate tile is one vectorised loop over the run. Tiles with inf, NaN, huge
+    magnitudes or padding are left to _enum4_deferred (flags[t - t0] = 1). Each tile's result is a
+    key (``cfgkeys``: row r's kept columns as bits 4r..4r+3), written with one 32-bit store per tile
+    row into ``out32`` (``out`` viewed as uint32, 4 bools per element, or empty when the width does
+    not allow it). Returns (-1, -1, tiles left to _enum4_deferred). The template of its serial and
+    parallel kernels (see _tiles.tile_solver).
     """
     ncombo, n = combos.shape
     nconfig = configs.shape[0]
@@ -377,7 +377,7 @@ def _enum4_tiles(x, t0, t1, tiles_per_row, out, out32, combos, configs, cfgkeys)
     band0 = t0 // tiles_per_row
     band1 = (t1 + tiles_per_row - 1) // tiles_per_row
     nruns = (band1 - band0) * runs_per_row
-    nan_at = np.full(nruns, -1, dtype=np.int64)
+    deferred = np.zeros(nruns, dtype=np.int64)
     for q in prange(nruns):
         band = band0 + q // runs_per_row
         first = band * tiles_per_row + (q % runs_per_row) * CHUNK4
@@ -424,15 +424,10 @@ def _enum4_tiles(x, t0, t1, tiles_per_row, out, out32, combos, configs, cfgkeys)
                     arg[t] = k if better else arg[t]
             for t in range(length):
                 keys[t] = cfgkeys[arg[t]]
-        w = np.empty((4, 4))
         for t in range(length):
             if special[t]:
-                if load_tile(x, r0, cbase + 4 * t, 4, w) < 0.0:
-                    nan_at[q] = first + t
-                    break
-                keys[t] = cfgkeys[_enum4_tile(w, combos, configs)]
-        if nan_at[q] >= 0:
-            continue
+                flags[first + t - t0] = 1
+                deferred[q] += 1
         if inside and out32.shape[1] > 0:
             word0 = first % tiles_per_row
             for r in range(4):
@@ -444,7 +439,28 @@ def _enum4_tiles(x, t0, t1, tiles_per_row, out, out32, combos, configs, cfgkeys)
                 for r in range(min(4, rows - r0)):
                     for j in range(min(4, cols - cbase - 4 * t)):
                         out[r0 + r, cbase + 4 * t + j] = (keys[t] >> (4 * r + j)) & 1
-    return first_at(nan_at), -1, 0
+    return -1, -1, deferred.sum()
+
+
+@kernel()
+def _enum4_deferred(x, tiles, kinds, tiles_per_row, combos, configs, cfgkeys, out):  # type: ignore[no-untyped-def]
+    """The tiles that _enum4_tiles leaves (padding, inf, NaN or a huge magnitude), each solved by
+    _enum4_tile on the safe values from load_tile (same candidate order, same sums, same tie rule);
+    returns (first tile holding NaN, -1, 0). Such tiles are rare, so this is a kernel of its own,
+    compiled only when one occurs."""
+    rows, cols = x.shape
+    w = np.empty((4, 4))
+    for k in range(tiles.size):
+        t = tiles[k]
+        r0 = (t // tiles_per_row) * 4
+        c0 = (t % tiles_per_row) * 4
+        if load_tile(x, r0, c0, 4, w) < 0.0:
+            return t, -1, 0
+        key = cfgkeys[_enum4_tile(w, combos, configs)]
+        for r in range(min(4, rows - r0)):
+            for j in range(min(4, cols - c0)):
+                out[r0 + r, c0 + j] = (key >> (4 * r + j)) & 1
+    return -1, -1, 0
 
 
 def enumeration_mask(x: np.ndarray, n: int, progress: bool) -> np.ndarray:
@@ -452,10 +468,13 @@ def enumeration_mask(x: np.ndarray, n: int, progress: bool) -> np.ndarray:
     solve = tile_solver(_enum4_tiles, "_enum4_tiles", x)
     combos, configs, keys = _tiles4(n)
 
+    def finish(tiles: np.ndarray, kinds: np.ndarray, out: np.ndarray, tiles_per_row: int) -> tuple[int, int, int]:
+        return _enum4_deferred(x, tiles, kinds, tiles_per_row, combos, configs, keys, out)  # type: ignore[no-any-return]
+
     def chunk(out: np.ndarray, t0: int, t1: int, tiles_per_row: int) -> tuple[int, int, int]:
         out32 = out.view(np.uint32) if x.shape[1] % 4 == 0 else np.empty((0, 0), dtype=np.uint32)
         with np.errstate(over="ignore", invalid="ignore"):  # pure-Python runs (NUMBA_DISABLE_JIT)
-            return solve(out, t0, t1, tiles_per_row, out32, combos, configs, keys)
+            return run_deferring(solve, finish, out, t0, t1, tiles_per_row, out32, combos, configs, keys)
 
     return solve_chunks(x, n, 4, "mcf", progress, chunk)[0]
 

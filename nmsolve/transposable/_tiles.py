@@ -8,10 +8,12 @@
 
 Compilation. Every solver path is one template function ``f(x, t0, t1, tiles_per_row, out, *args)``
 that solves tiles t0..t1-1 in a prange loop over its work items and returns (first tile holding
-NaN, first failed tile, tiles solved exactly by approx's fallback), each tile -1 if none. It is
-compiled on its first use, as nm.py does (_jit.specialise gives each kernel a name of its own):
-inputs below TRANSPOSABLE_PARALLEL_MIN entries run a serial kernel (they would run on one thread
-anyway, and it compiles in a fraction of the time of a parallel one), larger inputs a parallel one.
+NaN, first failed tile, a count), each tile -1 if none. It is compiled on its first use, as nm.py
+does (_jit.specialise gives each kernel a name of its own): inputs below TRANSPOSABLE_PARALLEL_MIN
+entries run a serial kernel (they would run on one thread anyway, and it compiles in a fraction of
+the time of a parallel one), larger inputs a parallel one. Rare tiles (padding, inf, NaN, huge
+magnitudes, approx's exact fallback) are left to a small kernel of their own (run_deferring),
+compiled only when such a tile occurs.
 """
 
 from __future__ import annotations
@@ -98,6 +100,33 @@ def tile_solver(template: Callable[..., Any], name: str, x: np.ndarray) -> Calla
         return compiled(x, t0, t1, tiles_per_row, out, *args)  # type: ignore[no-any-return]
 
     return solve
+
+
+def run_deferring(
+    solve: Callable[..., tuple[int, int, int]],
+    finish: Callable[[np.ndarray, np.ndarray, np.ndarray, int], tuple[int, int, int]],
+    out: np.ndarray,
+    t0: int,
+    t1: int,
+    tiles_per_row: int,
+    *args: Any,
+) -> tuple[int, int, int]:
+    """Tiles t0..t1-1 by ``solve(out, t0, t1, tiles_per_row, flags, *args)``, which may leave some to
+    ``finish(tiles, kinds, out, tiles_per_row)``; returns (first NaN tile, first failed tile, the
+    third value of ``finish``, or 0 when nothing is left), each tile -1 if none.
+
+    ``solve`` marks a tile t it leaves with ``flags[t - t0] = kind`` (nonzero) and returns their
+    count third. These are rare tiles (padding, inf, NaN, huge magnitudes, approx's exact
+    fallback) whose code is then a kernel of its own, compiled only when such a tile occurs: a
+    first call on ordinary weights compiles less.
+    """
+    flags = np.zeros(t1 - t0, dtype=np.uint8)
+    nan, fail, left = solve(out, t0, t1, tiles_per_row, flags, *args)
+    if nan >= 0 or fail >= 0 or left == 0:
+        return int(nan), int(fail), 0
+    tiles = np.flatnonzero(flags)
+    nan, fail, done = finish(tiles + t0, flags[tiles], out, tiles_per_row)
+    return int(nan), int(fail), int(done)
 
 
 # --------------------------------------------------------------------------- exact per-tile solver
