@@ -18,11 +18,12 @@ from nmsolve._kernels import SCALE_ABOVE, load_tile, store_tile
 from nmsolve.transposable._tiles import (
     BLOCK,
     CHUNK4,
-    first_at,
     mcf_tile,
     network,
+    new_results,
     run_deferring,
     solve_chunks,
+    summary,
     tile_solver,
 )
 
@@ -292,9 +293,7 @@ def _approx_tiles(x, t0, t1, tiles_per_row, out, flags, n, m, net, stage):  # ty
     its serial and parallel kernels (see _tiles.tile_solver)."""
     count = t1 - t0
     nblocks = (count + BLOCK - 1) // BLOCK
-    nan_at = np.full(nblocks, -1, dtype=np.int64)
-    fail_at = np.full(nblocks, -1, dtype=np.int64)
-    deferred = np.zeros(nblocks, dtype=np.int64)
+    res = new_results(nblocks)
     for b in prange(nblocks):
         w = np.empty((m, m))
         wT = np.empty((m, m))
@@ -317,20 +316,20 @@ def _approx_tiles(x, t0, t1, tiles_per_row, out, flags, n, m, net, stage):  # ty
             r0 = (t // tiles_per_row) * m
             c0 = (t % tiles_per_row) * m
             if load_tile(x, r0, c0, m, w) < 0.0:
-                nan_at[b] = t
+                res[b, 0] = t
                 break
             _greedy_tile(w, n, m, net, keep, rdeg, cdeg, tmp, order, ptr, hold, stack, instack, ja)
             if stage >= 1:
                 status = _approx_rest(w, n, m, stage, keep, rdeg, cdeg, wT, kT, u, v, ga, gb, ja)
                 if status < 0:
-                    fail_at[b] = t
+                    res[b, 1] = t
                     break
                 if status == 1:
                     flags[t - t0] = 1
-                    deferred[b] += 1
+                    res[b, 2] += 1
                     continue
             store_tile(keep, r0, c0, m, out)
-    return first_at(nan_at), first_at(fail_at), deferred.sum()
+    return summary(res)
 
 
 def scalar_solver(x: np.ndarray) -> Any:
@@ -453,12 +452,15 @@ def _greedy4_run(x, r0, c0, length, n, net16, vals, sv, si, keys, code):  # type
             sv[q, t] = a if swap else b
             si[p, t] = ib if swap else ia
             si[q, t] = ia if swap else ib
-    rc = np.zeros(length, dtype=np.int64)
-    cc = np.zeros(length, dtype=np.int64)
+    rc = np.empty(length, dtype=np.int64)
+    cc = np.empty(length, dtype=np.int64)
     exchanged = np.empty(length, dtype=np.int64)
-    total = np.zeros(length)
+    total = np.empty(length)
     for t in range(length):
         keys[t] = 0
+        rc[t] = 0
+        cc[t] = 0
+        total[t] = 0.0
     for k in range(16):
         for t in range(length):
             e = si[k, t]
@@ -530,9 +532,7 @@ def _approx4_tiles(x, t0, t1, tiles_per_row, out, flags, out32, n, net16):  # ty
     band0 = t0 // tiles_per_row
     band1 = (t1 + tiles_per_row - 1) // tiles_per_row
     nruns = (band1 - band0) * runs_per_row
-    nan_at = np.full(nruns, -1, dtype=np.int64)
-    fail_at = np.full(nruns, -1, dtype=np.int64)
-    deferred = np.zeros(nruns, dtype=np.int64)
+    res = new_results(nruns)
     for q in prange(nruns):
         band = band0 + q // runs_per_row
         first = band * tiles_per_row + (q % runs_per_row) * CHUNK4
@@ -544,8 +544,11 @@ def _approx4_tiles(x, t0, t1, tiles_per_row, out, flags, out32, n, net16):  # ty
         r0 = band * 4
         cbase = (first % tiles_per_row) * 4
         inner = 0 if r0 + 4 > rows else max(0, min(length, (cols - cbase) // 4))
-        keys = np.zeros(CHUNK4, dtype=np.int64)
-        code = np.full(CHUNK4, 2, dtype=np.int64)
+        keys = np.empty(CHUNK4, dtype=np.int64)
+        code = np.empty(CHUNK4, dtype=np.int64)
+        for t in range(length):
+            keys[t] = 0
+            code[t] = 2
         vals = np.empty((16, CHUNK4))
         sv = np.empty((16, CHUNK4))
         si = np.empty((16, CHUNK4), dtype=np.int64)
@@ -578,7 +581,7 @@ def _approx4_tiles(x, t0, t1, tiles_per_row, out, flags, out32, n, net16):  # ty
                 continue
             if code[t] == 2:  # padding, inf, NaN or huge values
                 flags[first + t - t0] = 2
-                deferred[q] += 1
+                res[q, 2] += 1
                 continue
             for i in range(4):  # the greedy from _greedy4_run
                 rdeg[i] = 0
@@ -591,14 +594,14 @@ def _approx4_tiles(x, t0, t1, tiles_per_row, out, flags, out32, n, net16):  # ty
                     cdeg[j] += keep[i, j]
             status = _approx_rest(w, n, 4, 2, keep, rdeg, cdeg, wT, kT, u, v, ga, gb, ja)
             if status < 0:
-                fail_at[q] = first + t
+                res[q, 1] = first + t
                 break
             if status == 1:
                 flags[first + t - t0] = 1
-                deferred[q] += 1
+                res[q, 2] += 1
                 continue
             store_tile(keep, r0, cbase + 4 * t, 4, out)
-    return first_at(nan_at), first_at(fail_at), deferred.sum()
+    return summary(res)
 
 
 def vectorised_solver(x: np.ndarray) -> Any:

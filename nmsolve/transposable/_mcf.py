@@ -19,12 +19,13 @@ from nmsolve.transposable._tiles import (
     BATCH_VALUES,
     BLOCK,
     CHUNK4,
-    first_at,
     mcf_complete,
     mcf_tile,
     network,
+    new_results,
     run_deferring,
     solve_chunks,
+    summary,
     tile_solver,
 )
 
@@ -89,8 +90,7 @@ def _mcf_tiles(x, t0, t1, tiles_per_row, out, n, m, size, sweeps, net):  # type:
     runs_per_row = (tiles_per_row + size - 1) // size
     band0 = t0 // tiles_per_row
     nblocks = ((t1 + tiles_per_row - 1) // tiles_per_row - band0) * runs_per_row
-    nan_at = np.full(nblocks, -1, dtype=np.int64)
-    fail_at = np.full(nblocks, -1, dtype=np.int64)
+    res = new_results(nblocks)
     for blk in prange(nblocks):  # a batch: up to `size` consecutive tiles of one tile row
         band = band0 + blk // runs_per_row
         first = band * tiles_per_row + (blk % runs_per_row) * size
@@ -104,8 +104,11 @@ def _mcf_tiles(x, t0, t1, tiles_per_row, out, n, m, size, sweeps, net):  # type:
         cb = (first % tiles_per_row) * m
         w = np.empty((m, m))
         wr = np.empty((m, lanes))
-        fmax = np.zeros(nb)
-        special = np.zeros(nb, dtype=np.bool_)
+        fmax = np.empty(nb)
+        special = np.empty(nb, dtype=np.bool_)
+        for b in range(nb):
+            fmax[b] = 0.0
+            special[b] = False
         inside = r0 + m <= rows and cb + lanes <= cols
         if inside:  # vectorised load; tiles with inf, NaN or huge values are reloaded below
             for i in range(m):
@@ -121,12 +124,12 @@ def _mcf_tiles(x, t0, t1, tiles_per_row, out, n, m, size, sweeps, net):  # type:
                 continue
             fmax[b] = load_tile(x, r0, cb + b * m, m, w)
             if fmax[b] < 0.0:
-                nan_at[blk] = first + b
+                res[blk, 0] = first + b
                 break
             for i in range(m):
                 for j in range(m):
                     wr[j, i * nb + b] = w[i, j]
-        if nan_at[blk] >= 0:
+        if res[blk, 0] >= 0:
             continue
         scale = np.empty(nb)
         for b in range(nb):
@@ -139,9 +142,14 @@ def _mcf_tiles(x, t0, t1, tiles_per_row, out, n, m, size, sweeps, net):  # type:
         vb = np.empty(lanes, dtype=np.float32)
         vr = np.empty(lanes)
         th = np.empty(lanes)
-        untied = np.ones(nb, dtype=np.bool_)
-        full = np.ones(nb, dtype=np.bool_)
-        cnt = np.zeros(lanes, dtype=np.int64)
+        untied = np.empty(nb, dtype=np.bool_)
+        full = np.empty(nb, dtype=np.bool_)
+        cnt = np.empty(lanes, dtype=np.int64)
+        for b in range(nb):
+            untied[b] = True
+            full[b] = True
+        for k in range(lanes):
+            cnt[k] = 0
         for j in range(m):
             for i in range(m):
                 for b in range(nb):
@@ -193,10 +201,10 @@ def _mcf_tiles(x, t0, t1, tiles_per_row, out, n, m, size, sweeps, net):  # type:
                     cdeg[j] = cnt[j * nb + b]
                 args = (n, m, net, keep, u, v, rdeg, cdeg, dist, dbits, par, fin, tmp)
                 if not (mcf_complete(w, *args) if untied[b] else mcf_tile(w, *args, wT)):
-                    fail_at[blk] = first + b
+                    res[blk, 1] = first + b
                     break
             store_tile(keep, r0, cb + b * m, m, out)
-    return first_at(nan_at), first_at(fail_at), 0
+    return summary(res)
 
 
 def primal_dual_mask(x: np.ndarray, n: int, m: int, progress: bool) -> np.ndarray:
@@ -377,7 +385,7 @@ def _enum4_tiles(x, t0, t1, tiles_per_row, out, flags, out32, combos, configs, c
     band0 = t0 // tiles_per_row
     band1 = (t1 + tiles_per_row - 1) // tiles_per_row
     nruns = (band1 - band0) * runs_per_row
-    deferred = np.zeros(nruns, dtype=np.int64)
+    res = new_results(nruns)
     for q in prange(nruns):
         band = band0 + q // runs_per_row
         first = band * tiles_per_row + (q % runs_per_row) * CHUNK4
@@ -390,12 +398,18 @@ def _enum4_tiles(x, t0, t1, tiles_per_row, out, flags, out32, combos, configs, c
         cbase = (first % tiles_per_row) * 4
         inside = r0 + 4 <= rows and cbase + 4 * length <= cols
         keys = np.empty(CHUNK4, dtype=np.int64)
-        special = np.zeros(CHUNK4, dtype=np.bool_)
+        special = np.empty(CHUNK4, dtype=np.bool_)
+        for t in range(length):
+            special[t] = False
         vals = np.empty((16, CHUNK4))
         if n == 2 and inside:
             _score24_run(x, r0, cbase, length, vals, keys, special)
         else:
-            sums = np.zeros((4, ncombo, CHUNK4))
+            sums = np.empty((4, ncombo, CHUNK4))
+            for r in range(4):
+                for c in range(ncombo):
+                    for t in range(length):
+                        sums[r, c, t] = 0.0
             for r in range(4):
                 row_ok = r0 + r < rows
                 for p in range(4):
@@ -410,8 +424,11 @@ def _enum4_tiles(x, t0, t1, tiles_per_row, out, flags, out32, combos, configs, c
                         p = combos[c, qq]
                         for t in range(length):
                             sums[r, c, t] += vals[p, t]
-            best = np.full(CHUNK4, -np.inf)
-            arg = np.zeros(CHUNK4, dtype=np.int64)
+            best = np.empty(CHUNK4)
+            arg = np.empty(CHUNK4, dtype=np.int64)
+            for t in range(length):
+                best[t] = -np.inf
+                arg[t] = 0
             for k in range(nconfig):
                 s0 = sums[0, configs[k, 0]]
                 s1 = sums[1, configs[k, 1]]
@@ -427,7 +444,7 @@ def _enum4_tiles(x, t0, t1, tiles_per_row, out, flags, out32, combos, configs, c
         for t in range(length):
             if special[t]:
                 flags[first + t - t0] = 1
-                deferred[q] += 1
+                res[q, 2] += 1
         if inside and out32.shape[1] > 0:
             word0 = first % tiles_per_row
             for r in range(4):
@@ -439,7 +456,7 @@ def _enum4_tiles(x, t0, t1, tiles_per_row, out, flags, out32, combos, configs, c
                 for r in range(min(4, rows - r0)):
                     for j in range(min(4, cols - cbase - 4 * t)):
                         out[r0 + r, cbase + 4 * t + j] = (keys[t] >> (4 * r + j)) & 1
-    return -1, -1, deferred.sum()
+    return summary(res)
 
 
 @kernel()

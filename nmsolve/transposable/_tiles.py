@@ -286,12 +286,32 @@ def mcf_complete(w, n, m, net, keep, u, v, rdeg, cdeg, dist, dbits, par, fin, tm
 
 
 @kernel()
-def first_at(at):  # type: ignore[no-untyped-def]
-    """The first entry of ``at`` that is >= 0 (a tile index per work item, -1 for none), or -1."""
-    for q in range(at.shape[0]):
-        if at[q] >= 0:
-            return at[q]
-    return -1
+def new_results(items):  # type: ignore[no-untyped-def]
+    """What the work items of a template report, one row each: (first tile holding NaN, first
+    failed tile, a count), to start with -1, -1, 0. (Plain loops: np.full and np.zeros would each
+    compile an implementation of their own on a first call.)"""
+    res = np.empty((items, 3), dtype=np.int64)
+    for q in range(items):
+        res[q, 0] = -1
+        res[q, 1] = -1
+        res[q, 2] = 0
+    return res
+
+
+@kernel()
+def summary(res):  # type: ignore[no-untyped-def]
+    """(first NaN tile, first failed tile) over the rows of new_results in item order (-1 if none),
+    and the total count."""
+    nan = -1
+    fail = -1
+    total = 0
+    for q in range(res.shape[0]):
+        if nan < 0:
+            nan = res[q, 0]
+        if fail < 0:
+            fail = res[q, 1]
+        total += res[q, 2]
+    return nan, fail, total
 
 
 # --------------------------------------------------------------------------- kept magnitude
