@@ -86,10 +86,12 @@ METHODS: dict[str, Method] = {
 }
 
 # The method whose kept magnitude is the optimum of transposable_report.
-OPTIMUM = "mcf"
+_OPTIMUM = "mcf"
 
 
 def _check_matrix(weights: Any, n: int, m: int, pad: bool) -> tuple[np.ndarray, int, int]:
+    """``(x, n, m)`` checked: x a C-contiguous 2-D float32 or float64 matrix (integers become float64),
+    its dimensions multiples of m unless ``pad``; the same errors as every public function."""
     n, m = check_nm(n, m, allow_dense=False)
     x = as_scores(weights, "W")
     if x.ndim != 2:
@@ -105,6 +107,7 @@ def _check_matrix(weights: Any, n: int, m: int, pad: bool) -> tuple[np.ndarray, 
 
 
 def _run(x: np.ndarray, n: int, m: int, method: Method, progress: bool) -> np.ndarray:
+    """The mask of the checked matrix ``x`` by ``method`` (an entry of METHODS)."""
     if x.size == 0:
         return np.zeros(x.shape, dtype=bool)
     return method.solve(x, n, m, progress)
@@ -367,7 +370,7 @@ def transposable_report(
     mask = _run(x, n, m, solver, bool(progress))
     seconds = time.perf_counter() - start
     objective = _objective(x, mask)
-    exact = METHODS[OPTIMUM]
+    exact = METHODS[_OPTIMUM]
     optimum = objective if solver is exact else _objective(x, _run(x, n, m, exact, False))
     return TransposableResult(mask, method, n, m, objective, optimum, _gap(objective, optimum), seconds)
 
