@@ -443,6 +443,27 @@ def test_tile_results_do_not_depend_on_position_or_neighbours():
 # --------------------------------------------------------------------------- inputs, dtypes, layouts
 
 
+@pytest.mark.parametrize(("n", "m"), [(2, 4), (1, 4), (4, 8)])
+def test_parallel_kernels_equal_serial_ones_with_rare_tiles(n, m):
+    # above TRANSPOSABLE_PARALLEL_MIN the parallel kernels run, below it the serial ones; both leave
+    # tiles with padding, inf and huge magnitudes (and approx's exact fallback) to the same small
+    # kernels. Every tile row solved alone (a small input) must give the same masks.
+    rng = np.random.default_rng(20 + n + m)
+    x = rng.integers(-3, 4, (130, 1030)).astype(np.float64) * np.where(rng.random((130, 1030)) < 0.5, 1, 1 + 2**-40)
+    x[rng.random(x.shape) < 0.002] = np.inf
+    x[5, 7 * m : 8 * m] *= 2.0**600
+    assert _tiles.is_parallel(x) and not _tiles.is_parallel(x[:m])
+    for method in ("mcf", "approx"):
+        mask = nmsolve.transposable_mask(x, n, m, method=method, pad=True)
+        for r0 in range(0, x.shape[0], m):
+            alone = nmsolve.transposable_mask(x[r0 : r0 + m], n, m, method=method, pad=True)
+            np.testing.assert_array_equal(mask[r0 : r0 + m], alone)
+        y = x.copy()
+        y[77, 1029] = np.nan
+        with pytest.raises(ValueError, match=r"W contains NaN \(first at index \(77, 1029\)\)"):
+            nmsolve.transposable_mask(y, n, m, method=method, pad=True)
+
+
 @pytest.mark.parametrize(
     "dtype", [np.float16, np.float32, np.float64, np.int8, np.int32, np.int64, np.uint8, np.uint64]
 )

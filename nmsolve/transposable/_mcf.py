@@ -104,11 +104,8 @@ def _mcf_tiles(x, t0, t1, tiles_per_row, out, n, m, size, sweeps, net):  # type:
         cb = (first % tiles_per_row) * m
         w = np.empty((m, m))
         wr = np.empty((m, lanes))
-        fmax = np.empty(nb)
-        special = np.empty(nb, dtype=np.bool_)
-        for b in range(nb):
-            fmax[b] = 0.0
-            special[b] = False
+        fmax = np.zeros(nb)
+        special = np.zeros(nb, dtype=np.bool_)
         inside = r0 + m <= rows and cb + lanes <= cols
         if inside:  # vectorised load; tiles with inf, NaN or huge values are reloaded below
             for i in range(m):
@@ -142,14 +139,9 @@ def _mcf_tiles(x, t0, t1, tiles_per_row, out, n, m, size, sweeps, net):  # type:
         vb = np.empty(lanes, dtype=np.float32)
         vr = np.empty(lanes)
         th = np.empty(lanes)
-        untied = np.empty(nb, dtype=np.bool_)
-        full = np.empty(nb, dtype=np.bool_)
-        cnt = np.empty(lanes, dtype=np.int64)
-        for b in range(nb):
-            untied[b] = True
-            full[b] = True
-        for k in range(lanes):
-            cnt[k] = 0
+        untied = np.ones(nb, dtype=np.bool_)
+        full = np.ones(nb, dtype=np.bool_)
+        cnt = np.zeros(lanes, dtype=np.int64)
         for j in range(m):
             for i in range(m):
                 for b in range(nb):
