@@ -21,6 +21,7 @@ import nmsolve
 from bench._common import RESULTS, markdown_table, write_result
 from nmsolve import transposable as tp
 from nmsolve.datasets import gaussian_matrix
+from nmsolve.transposable import _approx, _flow
 
 PATTERNS = [(2, 4), (4, 8), (8, 16), (16, 32)]
 
@@ -29,15 +30,21 @@ def networkx_per_tile(x: np.ndarray, n: int, m: int, count: int) -> tuple[float,
     """(median seconds per tile, kept / mcf optimum) of networkx on ``count`` spread-out tiles of x."""
     total = (x.shape[0] // m) * (x.shape[1] // m)
     picks = np.linspace(0, total - 1, count).astype(int)
-    sample = np.concatenate([tp._tiles_of(x, m, int(t), int(t) + 1) for t in picks])  # (count, m, m)
+    sample = np.concatenate([_flow.tiles_of(x, m, int(t), int(t) + 1) for t in picks])  # (count, m, m)
     times, keeps = [], []
     for k in range(count):
         start = time.perf_counter()
-        keeps.append(tp._networkx_tiles(sample[k : k + 1], n)[0])
+        keeps.append(_flow.networkx_tiles(sample[k : k + 1], n)[0])
         times.append(time.perf_counter() - start)
     side = np.concatenate(list(sample), axis=1)  # the sampled tiles side by side: (m, count * m)
     got = float(side[np.concatenate(keeps, axis=1)].sum())
     return statistics.median(times), got / float(side[nmsolve.transposable_mask(side, n, m)].sum())
+
+
+def approx_with_fallbacks(w: np.ndarray, n: int, m: int) -> tuple[np.ndarray, int]:
+    """The ``approx`` mask of w and how many of its tiles were solved exactly (guarantee not certified)."""
+    x, n, m = tp._check_matrix(w, n, m, pad=True)
+    return _approx.approx_tiles(x, n, m)
 
 
 def best_seconds(fn: Callable[[], object], repeat: int) -> float:
@@ -76,7 +83,7 @@ def solve_row(label: str, x: np.ndarray, n: int, m: int, repeat: int, ortools: b
     out["mcf"] = best_seconds(lambda: nmsolve.transposable_mask(x, n, m), repeat)
     out["approx"] = best_seconds(lambda: nmsolve.transposable_mask(x, n, m, method="approx"), repeat)
     exact = nmsolve.transposable_mask(x, n, m)
-    approx, fallbacks = tp._approx_with_stats(x, n, m)
+    approx, fallbacks = approx_with_fallbacks(x, n, m)
     optimum = tp._objective(x, exact)
     out["valid"] = all(nmsolve.is_transposable(mask, n, m, exact=True) for mask in (exact, approx))
     out["approx_ratio"] = tp._objective(x, approx) / optimum
@@ -229,7 +236,7 @@ def run(quick: bool = False) -> Path:
             ort = nmsolve.transposable_mask(w, n, m, method="ortools")
             totals["ortools"] += time.perf_counter() - start
             exact = nmsolve.transposable_mask(w, n, m)
-            approx, fb = tp._approx_with_stats(w, n, m)
+            approx, fb = approx_with_fallbacks(w, n, m)
             fallbacks += fb
             valid &= all(nmsolve.is_transposable(mask, n, m, exact=True) for mask in (exact, approx))
             kept["opt"] += tp._objective(w, exact)
@@ -319,7 +326,7 @@ def run(quick: bool = False) -> Path:
         "libraries do (single-threaded). `nm_mask` is the 1-D N:M mask of the same matrix (not "
         "transposable): the reference point for speed, and its kept magnitude relative to the "
         "transposable optimum shows what transposability costs. OR-Tools builds one min-cost-flow graph "
-        f"per {tp._ORTOOLS_MAX_ARCS} arcs (many tiles) and runs only up to {ortools_max}^2; networkx "
+        f"per {_flow.ORTOOLS_MAX_ARCS} arcs (many tiles) and runs only up to {ortools_max}^2; networkx "
         "solves one tile per call and is timed on a subsample of tiles of the smallest matrix, then "
         "extrapolated to every size (column 'networkx ms (extrap.)'; its kept/optimum on that subsample "
         "was within the integer-cost resolution of 1.0). 'approx kept / opt' is the kept magnitude of "

@@ -11,6 +11,7 @@ from hypothesis.extra import numpy as hnp
 
 import nmsolve
 from nmsolve import transposable as tp
+from nmsolve.transposable import _approx, _mcf, _tiles
 from tests.reference import (
     greedy_tile,
     tile_objectives,
@@ -52,6 +53,36 @@ def matrices(kind, shape, rng):
 KINDS = ["gaussian", "uniform", "heavy", "ties", "equal", "zeros", "huge_tiny"]
 
 
+# --------------------------------------------------------------------------- hooks into the kernels
+# Paths that transposable_mask does not take on its own, reached through the package's modules.
+
+
+def mcf_generic(W, n, m):
+    """The primal-dual solver even for m = 4 (where ``mcf`` enumerates), for cross-checks."""
+    x, n, m = tp._check_matrix(W, n, m, pad=True)
+    return _mcf.primal_dual_mask(x, n, m, False)
+
+
+def approx_with_stats(W, n, m):
+    """``approx`` mask and how many tiles fell back to the exact solver."""
+    x, n, m = tp._check_matrix(W, n, m, pad=True)
+    if x.size == 0:
+        return np.zeros(x.shape, dtype=bool), 0
+    return _approx.approx_tiles(x, n, m)
+
+
+def stage_mask(W, n, m, stage):
+    """approx one tile at a time, up to a stage: 0 the greedy b-matching, 1 repaired, 2 the method
+    (for m = 4, the scalar path that the vectorised one must match), 3 its exact fallback on every tile."""
+    x, n, m = tp._check_matrix(W, n, m, pad=True)
+    solve, net = _approx.scalar_solver(x), _tiles.network(m)
+
+    def chunk(out, t0, t1, tiles_per_row):
+        return _approx.run_tiles(x, n, m, solve, out, t0, t1, tiles_per_row, n, m, net, stage)
+
+    return _tiles.solve_chunks(x, n, m, "approx", False, chunk)[0]
+
+
 def rounding_slack(x, m):
     """Per tile, what float64 sums over the tile may lose: a few ulps of its largest magnitude per
     term (that magnitude times m*m + 1 when the tile holds inf, which the solvers count as such)."""
@@ -83,7 +114,7 @@ def test_mcf_equals_bruteforce_on_every_4x4_tile(kind, n):
     rng = np.random.default_rng(n * 10 + KINDS.index(kind))
     x = matrices(kind, (8, 24), rng)
     want = transposable_optimum_bruteforce(x, n)
-    for mask in (nmsolve.transposable_mask(x, n, 4), tp._mcf_generic(x, n, 4)):  # enumeration, primal-dual
+    for mask in (nmsolve.transposable_mask(x, n, 4), mcf_generic(x, n, 4)):  # enumeration, primal-dual
         assert transposable_groups_ok(mask, n, 4)
         close_objectives(tile_objectives(x, mask, 4), want, x, 4)
 
@@ -130,7 +161,7 @@ def test_infinite_magnitudes_are_kept_first():
     x[4:8, 12:16] = np.inf  # a whole tile
     for n in (1, 2, 3):
         want = transposable_optimum_bruteforce(x, n)
-        for mask in (nmsolve.transposable_mask(x, n, 4), tp._mcf_generic(x, n, 4)):
+        for mask in (nmsolve.transposable_mask(x, n, 4), mcf_generic(x, n, 4)):
             close_objectives(tile_objectives(x, mask, 4), want, x, 4)
     y = np.random.default_rng(4).standard_normal((16, 16))
     y[::3, 1::2] = np.inf
@@ -182,12 +213,12 @@ def test_all_equal_tile_and_zeros():
 
 
 def test_greedy_underfills_this_tile_and_approx_repairs_it():
-    greedy = tp._stage_mask(UNDERFILL, 2, 4, 0)
+    greedy = stage_mask(UNDERFILL, 2, 4, 0)
     np.testing.assert_array_equal(greedy, greedy_tile(UNDERFILL, 2))
     assert greedy.sum() == 7 and greedy.sum(axis=1).min() == 1 and greedy.sum(axis=0).min() == 1
     assert nmsolve.is_transposable(greedy, 2, 4) and not nmsolve.is_transposable(greedy, 2, 4, exact=True)
     for stage in (1, 2):
-        assert nmsolve.is_transposable(tp._stage_mask(UNDERFILL, 2, 4, stage), 2, 4, exact=True)
+        assert nmsolve.is_transposable(stage_mask(UNDERFILL, 2, 4, stage), 2, 4, exact=True)
     approx = nmsolve.transposable_mask(UNDERFILL, 2, 4, method="approx")
     assert nmsolve.is_transposable(approx, 2, 4, exact=True)
     assert UNDERFILL[approx].sum() >= UNDERFILL[greedy].sum()
@@ -198,7 +229,7 @@ def test_greedy_underfills_this_tile_and_approx_repairs_it():
 @pytest.mark.parametrize("kind", ["gaussian", "ties", "heavy"])
 def test_greedy_stage_equals_sorted_greedy_oracle(n, m, kind):
     x = matrices(kind, (2 * m, 2 * m), np.random.default_rng(n + m))
-    got = tiles(tp._stage_mask(x, n, m, 0), m)
+    got = tiles(stage_mask(x, n, m, 0), m)
     for w, keep in zip(tiles(np.abs(x), m), got, strict=True):
         np.testing.assert_array_equal(keep, greedy_tile(w, n))
 
@@ -206,7 +237,7 @@ def test_greedy_stage_equals_sorted_greedy_oracle(n, m, kind):
 def test_forced_exact_fallback_path_is_exact():
     x = np.random.default_rng(5).standard_normal((16, 16))
     for n, m in [(2, 4), (4, 8)]:
-        mask = tp._stage_mask(x, n, m, 3)
+        mask = stage_mask(x, n, m, 3)
         close_objectives(tile_objectives(x, mask, m), tile_objectives(x, nmsolve.transposable_mask(x, n, m), m), x, m)
 
 
@@ -216,14 +247,14 @@ def test_approx_is_close_on_gaussian_tiles():
     for n, m in [(2, 4), (4, 8), (8, 16)]:
         report = nmsolve.transposable_report(x, n, m, method="approx")
         assert 0.0 <= report.gap < 0.02
-        assert tp._approx_with_stats(x, n, m)[1] == 0  # the certificate held on every tile
+        assert approx_with_stats(x, n, m)[1] == 0  # the certificate held on every tile
 
 
 def approx_m4_fast_and_scalar(x, n):
     """approx at m = 4 through the vectorised kernel (what transposable_mask runs) and through the
-    one-tile-at-a-time kernel (_stage_mask stage 2): the masks must be identical, bit for bit."""
-    fast, _ = tp._approx_with_stats(x, n, 4)
-    np.testing.assert_array_equal(fast, tp._stage_mask(x, n, 4, 2))
+    one-tile-at-a-time kernel (stage_mask stage 2): the masks must be identical, bit for bit."""
+    fast, _ = approx_with_stats(x, n, 4)
+    np.testing.assert_array_equal(fast, stage_mask(x, n, 4, 2))
     return fast
 
 
@@ -272,8 +303,8 @@ ROUNDING_TILE = np.array(
 def test_vectorised_m4_greedy_stage_defers_a_tile_whose_weight_does_not_grow():
     vals, sv = np.empty((16, 1)), np.empty((16, 1))
     si, keys, code = np.empty((16, 1), dtype=np.int64), np.empty(1, dtype=np.int64), np.empty(1, dtype=np.int64)
-    tp._greedy4_run(ROUNDING_TILE, 0, 0, 1, 2, tp._network(16), vals, sv, si, keys, code)
-    greedy = tp._stage_mask(ROUNDING_TILE, 2, 4, 0)
+    _approx._greedy4_run(ROUNDING_TILE, 0, 0, 1, 2, _tiles.network(16), vals, sv, si, keys, code)
+    greedy = stage_mask(ROUNDING_TILE, 2, 4, 0)
     assert nmsolve.is_transposable(greedy, 2, 4, exact=True)  # full: only the weight check defers it
     assert code[0] == 1 and keys[0] == sum(1 << e for e in np.flatnonzero(greedy.ravel()))
     mask = approx_m4_fast_and_scalar(ROUNDING_TILE, 2)
@@ -281,11 +312,11 @@ def test_vectorised_m4_greedy_stage_defers_a_tile_whose_weight_does_not_grow():
 
 
 def test_vectorised_m4_approx_equals_scalar_across_progress_chunks():
-    # 130 x 130 tiles is more than _PROGRESS_TILES: the second chunk starts inside a band
+    # 130 x 130 tiles is more than PROGRESS_TILES: the second chunk starts inside a band
     x = np.random.default_rng(7).standard_normal((520, 520)).astype(np.float32)
-    assert (520 // 4) ** 2 > tp._PROGRESS_TILES
+    assert (520 // 4) ** 2 > _tiles.PROGRESS_TILES
     mask = nmsolve.transposable_mask(x, 2, 4, method="approx", progress=True)
-    np.testing.assert_array_equal(mask, tp._stage_mask(x, 2, 4, 2))
+    np.testing.assert_array_equal(mask, stage_mask(x, 2, 4, 2))
 
 
 def test_vectorised_m4_approx_nan_is_an_error():
@@ -410,6 +441,27 @@ def test_tile_results_do_not_depend_on_position_or_neighbours():
 
 
 # --------------------------------------------------------------------------- inputs, dtypes, layouts
+
+
+@pytest.mark.parametrize(("n", "m"), [(2, 4), (1, 4), (4, 8)])
+def test_parallel_kernels_equal_serial_ones_with_rare_tiles(n, m):
+    # above TRANSPOSABLE_PARALLEL_MIN the parallel kernels run, below it the serial ones; both leave
+    # tiles with padding, inf and huge magnitudes (and approx's exact fallback) to the same small
+    # kernels. Every tile row solved alone (a small input) must give the same masks.
+    rng = np.random.default_rng(20 + n + m)
+    x = rng.integers(-3, 4, (130, 1030)).astype(np.float64) * np.where(rng.random((130, 1030)) < 0.5, 1, 1 + 2**-40)
+    x[rng.random(x.shape) < 0.002] = np.inf
+    x[5, 7 * m : 8 * m] *= 2.0**600
+    assert _tiles.is_parallel(x) and not _tiles.is_parallel(x[:m])
+    for method in ("mcf", "approx"):
+        mask = nmsolve.transposable_mask(x, n, m, method=method, pad=True)
+        for r0 in range(0, x.shape[0], m):
+            alone = nmsolve.transposable_mask(x[r0 : r0 + m], n, m, method=method, pad=True)
+            np.testing.assert_array_equal(mask[r0 : r0 + m], alone)
+        y = x.copy()
+        y[77, 1029] = np.nan
+        with pytest.raises(ValueError, match=r"W contains NaN \(first at index \(77, 1029\)\)"):
+            nmsolve.transposable_mask(y, n, m, method=method, pad=True)
 
 
 @pytest.mark.parametrize(
