@@ -8,7 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from nmsolve._validate import as_array, as_scores, check_group_length, check_int, check_nm, choose, reject_nan
+from nmsolve._validate import (
+    as_array,
+    as_scores,
+    check_bool,
+    check_group_length,
+    check_int,
+    check_nm,
+    choose,
+    reject_nan,
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -284,6 +293,8 @@ def unstructured_to_nm(
     """
     from nmsolve.layout import weight_from_2d, weight_to_2d
 
+    permute = check_bool(permute, "permute")
+    progress = check_bool(progress, "progress")
     w_in = as_scores(W, "W", min_ndim=2)
     reject_nan(w_in, "W")
     matrix, layout = weight_to_2d(w_in)

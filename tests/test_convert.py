@@ -257,3 +257,9 @@ def test_expected_retention_bad_input():
     with pytest.raises(ValueError, match="density"):
         nmsolve.expected_retention(1.5, 2, 4)
     assert nmsolve.expected_retention(0.0, 2, 4) == 1.0
+
+
+@pytest.mark.parametrize("option", ["permute", "progress"])
+def test_unstructured_to_nm_bool_options_must_be_bools(option):
+    with pytest.raises(TypeError, match=f"{option} must be True or False, got 'no'"):
+        nmsolve.unstructured_to_nm(np.ones((2, 4)), n=2, m=4, **{option: "no"})
