@@ -443,3 +443,13 @@ def test_bool_options_must_be_bools(value):
     with pytest.raises(TypeError, match=r"exact must be True or False"):
         nmsolve.is_nm(x, 2, 4, exact=value)
     assert nmsolve.is_nm(x != 0, 2, 4, pad=np.bool_(False)) is False
+
+
+def test_kept_fraction_with_infinite_weights_is_defined():
+    w = np.array([np.inf, 1.0, -np.inf, 2.0, np.inf, 0.0, 3.0, 4.0])
+    assert nmsolve.kept_fraction(w, w == np.inf) == pytest.approx(2 / 3)
+    assert nmsolve.kept_fraction(w, np.ones(8, bool)) == 1.0
+    assert nmsolve.kept_fraction(w, np.isfinite(w)) == 0.0
+    # finite totals beyond float64 do not overflow into nan or inf / inf
+    assert nmsolve.kept_fraction(np.array([1e308, 1e308, 1.0, 1.0]), np.array([1, 0, 0, 0])) == pytest.approx(0.5)
+    assert nmsolve.kept_magnitude(w, w == np.inf) == np.inf
