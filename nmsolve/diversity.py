@@ -124,6 +124,12 @@ def _tile_count_dp(m: int, n: int) -> int:
 
 @functools.lru_cache(maxsize=256)
 def _tile_count(m: int, n: int) -> int:
+    if min(n, m - n) and m > EXACT_TILE_MAX_M:
+        raise ValueError(
+            f"the exact count K({m}, {n}) is computed only up to m = EXACT_TILE_MAX_M = {EXACT_TILE_MAX_M} "
+            "(K(16, 8) already takes seconds and the dynamic programme grows without bound beyond); "
+            "use transposable_tile_log10(m, n) for the asymptotic log10"
+        )
     return _tile_count_dp(m, min(n, m - n))  # complementing a tile maps K(m, n) onto K(m, m - n)
 
 
@@ -158,7 +164,7 @@ def transposable_tile_count(m: int, n: int) -> int:
     Dynamic programming over the multiset of column residuals, row by row, with the choice inside a
     row made one residual class at a time, meeting in the middle after ``m // 2`` rows, and using
     ``K(m, n) = K(m, m - n)``. Results are cached. ``m <= 12`` takes milliseconds, ``K(16, 8)`` about
-    2 s; the cost grows roughly tenfold per two added to ``m``, so beyond ``m = 16`` prefer
+    2 s; the cost grows roughly tenfold per two added to ``m``, so beyond ``m = 16`` it raises ValueError; use
     :func:`transposable_tile_log10`, which switches to an asymptotic formula. Known values: n = 2 is
     OEIS A001499 (1, 6, 90, 2040, 67950, ...), n = 3 is A001501 (1, 24, 2040, 297200, ...).
 
@@ -206,7 +212,7 @@ def transposable_tile_log10(m: int, n: int, *, method: str = "auto") -> float:
         Tile size and ones per row and column (``0 <= n <= m``).
     method : {"auto", "exact", "asymptotic"}
         ``"auto"`` uses the exact count for ``m <= EXACT_TILE_MAX_M`` (16) and the formula beyond;
-        ``"exact"`` always runs the dynamic programme (slow beyond ``m = 16``).
+        ``"exact"`` always runs the dynamic programme (refused beyond ``m = 16``).
 
     Returns
     -------

@@ -437,6 +437,10 @@ def nm_mask(scores: Any, n: int = 2, m: int = 4, *, axis: int = -1, pad: bool = 
     x = as_scores(scores)
     axis = check_axis(axis, x.ndim)
     check_group_length(x.shape[axis], m, axis, pad)
+    if m > x.shape[axis] > 0:
+        # one padded group shorter than m: the same as a full group of its length keeping min(n, length),
+        # and kernels size their scratch by m (m = 2**40 would otherwise allocate terabytes)
+        n, m = min(n, x.shape[axis]), x.shape[axis]
     if x.ndim == 2 and axis == 0 and x.flags.c_contiguous:
         # groups of m consecutive rows, compared across contiguous columns: no transposed copy
         out = np.empty(x.shape, dtype=np.bool_)

@@ -453,3 +453,12 @@ def test_kept_fraction_with_infinite_weights_is_defined():
     # finite totals beyond float64 do not overflow into nan or inf / inf
     assert nmsolve.kept_fraction(np.array([1e308, 1e308, 1.0, 1.0]), np.array([1, 0, 0, 0])) == pytest.approx(0.5)
     assert nmsolve.kept_magnitude(w, w == np.inf) == np.inf
+
+
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_a_group_size_beyond_the_axis_is_one_padded_group(axis):
+    x = np.array([[3.0, 1.0, 4.0, 1.0, 5.0, 9.0], [2.0, 6.0, 5.0, 3.0, 5.0, 8.0]])
+    x = x if axis == -1 else np.ascontiguousarray(x.T)
+    out = nmsolve.nm_mask(x, 2, 2**40, axis=axis, pad=True)  # kernels sized by m would need terabytes
+    np.testing.assert_array_equal(out, nmsolve.nm_mask(x, 2, 6, axis=axis))
+    np.testing.assert_array_equal(nmsolve.magnitude_mask(x, 9, 2**40, axis=axis, pad=True), np.ones_like(x, bool))
