@@ -152,6 +152,8 @@ def best_combination(combo_scores: Any) -> np.ndarray:
     array([1])
     """
     cs = as_scores(combo_scores, "combo_scores")
+    if cs.shape[-1] == 0:
+        raise ValueError(f"combo_scores has shape {cs.shape}: its last axis holds no combination to choose")
     reject_nan(cs, "combo_scores")
     return np.argmax(cs, axis=-1)
 

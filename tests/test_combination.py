@@ -101,3 +101,9 @@ def test_combination_scores_with_inf_examples():
     np.testing.assert_array_equal(nmsolve.best_combination(nmsolve.combination_scores(x, 2, 4)), [[0], [5]])
     # finite sums that overflow in the running sum are redone exactly
     assert nmsolve.combination_scores(np.array([1e308, 1e308, -1e308, -1e308]), 4, 4).tolist() == [[0.0]]
+
+
+def test_best_combination_of_no_combinations_is_refused_clearly():
+    with pytest.raises(ValueError, match=r"combo_scores has shape \(2, 0\): its last axis holds no combination"):
+        nmsolve.best_combination(np.zeros((2, 0)))
+    assert nmsolve.best_combination(np.zeros((0, 6))).shape == (0,)
