@@ -194,7 +194,9 @@ def _extended_sum(values: list[float]) -> float:
     if more:
         return math.copysign(math.inf, more)
     total = sum((Fraction(v) for v in values), Fraction(0))
-    return math.copysign(math.inf, total) if abs(total) > Fraction(np.finfo(np.float64).max) else float(total)
+    if abs(total) > Fraction(np.finfo(np.float64).max):
+        return math.inf if total > 0 else -math.inf
+    return float(total)
 
 
 def _check_combination_scores(x: np.ndarray, p: Params, out: np.ndarray) -> None:
