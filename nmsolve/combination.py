@@ -113,14 +113,12 @@ def combination_scores(scores: Any, n: int, m: int, *, axis: int = -1) -> np.nda
     fewer to ``-inf``, and as many (the infinities cancel) to the sum of its finite entries. The
     result never holds NaN (NaN scores raise).
 
-    Every combination that keeps as many infinities as :func:`nmsolve.nm_mask` does then sums to
-    ``+inf``, and :func:`best_combination` takes the first of them (ties go to the lower index), so
-    ``best_combination(combination_scores(x))`` keeps exactly the ``+inf`` entries that ``nm_mask``
-    keeps (unless a finite sum overflows to ``inf``, or every combination of the group sums to
-    ``-inf``: such sums tie too); but since
-    ``inf + a == inf + b`` the remaining slots of such a group are not ordered by
-    their finite scores. For the full order (infinities first, then the finite scores) use
-    :func:`nmsolve.nm_mask`, or replace ``inf`` by a finite bound first.
+    Sums that reach ``+inf`` tie (``inf + a == inf + b``), and :func:`best_combination` takes the
+    first of them (ties go to the lower index). So ``best_combination(combination_scores(x))`` keeps
+    a ``+inf`` entry in every group where :func:`nmsolve.nm_mask` does (unless a finite sum
+    overflows to ``inf``, or every combination of the group sums to ``-inf``), but not necessarily
+    the same entries: a group holding two ``+inf`` keeps one of them with its first partner. For the full order (every infinity first, then the
+    finite scores) use :func:`nmsolve.nm_mask`, or replace ``inf`` by a finite bound first.
 
     Examples
     --------
