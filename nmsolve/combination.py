@@ -117,8 +117,9 @@ def combination_scores(scores: Any, n: int, m: int, *, axis: int = -1) -> np.nda
     first of them (ties go to the lower index). So ``best_combination(combination_scores(x))`` keeps
     a ``+inf`` entry in every group where :func:`nmsolve.nm_mask` does (unless a finite sum
     overflows to ``inf``, or every combination of the group sums to ``-inf``), but not necessarily
-    the same entries: a group holding two ``+inf`` keeps one of them with its first partner. For the full order (every infinity first, then the
-    finite scores) use :func:`nmsolve.nm_mask`, or replace ``inf`` by a finite bound first.
+    the same entries: a group holding two ``+inf`` keeps one of them with its first partner. For
+    the full order (every infinity first, then the finite scores) use :func:`nmsolve.nm_mask`, or
+    replace ``inf`` by a finite bound first.
 
     Examples
     --------
