@@ -34,22 +34,63 @@ def check_int(value: Any, name: str, *, minimum: int | None = None) -> int:
     return int(value)
 
 
+def check_bool(value: Any, name: str) -> bool:
+    """Return ``value`` as a Python bool, rejecting anything that is not ``True``/``False``.
+
+    Truthiness is not enough: ``pad="no"`` would otherwise silently mean ``pad=True``.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r} of type {type(value).__name__}")
+    return bool(value)
+
+
 def as_array(x: Any, name: str) -> np.ndarray:
-    """``np.asarray`` with a clear message for ragged nested sequences."""
+    """``np.asarray`` in native byte order, with clear messages for ragged sequences and masked arrays.
+
+    A big-endian (non-native) array is copied once into native order, since compiled kernels accept
+    native byte order only; anything else is returned without a copy. A masked array with masked
+    entries is refused: its mask would otherwise be silently ignored.
+    """
+    if isinstance(x, np.ma.MaskedArray) and np.ma.getmaskarray(x).any():
+        raise TypeError(
+            f"{name} is a masked array with {int(np.ma.count_masked(x))} masked entries, whose mask nmsolve "
+            f"would ignore; pass {name}.filled(value) with the value masked entries should have"
+        )
     try:
-        return np.asarray(x)
+        arr = np.asarray(x)
     except ValueError as err:
         raise ValueError(
             f"{name} must be a rectangular array; np.asarray failed ({err}). Pass equally long rows or a numpy array."
         ) from None
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return arr
+
+
+def exact_float64(arr: np.ndarray, name: str) -> np.ndarray:
+    """A float array wider than float64 (``longdouble``) as float64, refused unless the cast is exact."""
+    if arr.dtype.kind != "f" or arr.dtype.itemsize <= 8:
+        return arr
+    with np.errstate(all="ignore"):
+        narrow = arr.astype(np.float64)
+        lost = ~((narrow.astype(arr.dtype) == arr) | (np.isnan(arr) & np.isnan(narrow)))
+    if lost.any():
+        first = tuple(int(i) for i in np.argwhere(lost)[0]) if arr.ndim else ()
+        raise TypeError(
+            f"{name} has dtype {arr.dtype} and holds values float64 cannot represent exactly (first at index "
+            f"{first}: {arr[first]!r}), and rounding could make distinct values equal; pass {name}.astype(np.float64) "
+            "to accept the rounding"
+        )
+    return narrow
 
 
 def as_scores(x: Any, name: str = "scores", *, min_ndim: int = 1) -> np.ndarray:
     """Return a real numeric array that compiled kernels accept, without copying when possible.
 
     float32/float64 and int64/uint64 pass through unchanged; float16 becomes float32 and smaller
-    integers become int64 (both exact). bool, complex, object and string arrays are rejected, since
-    their ordering is either meaningless or ambiguous for a mask.
+    integers become int64 (both exact); ``longdouble`` becomes float64 when that is exact and is
+    refused otherwise; non-native byte order is copied into native order. bool, complex, object and
+    string arrays are rejected, since their ordering is either meaningless or ambiguous for a mask.
     """
     arr = as_array(x, name)
     kind = arr.dtype.kind
@@ -67,7 +108,7 @@ def as_scores(x: Any, name: str = "scores", *, min_ndim: int = 1) -> np.ndarray:
     if kind == "f" and arr.dtype.itemsize < 4:
         arr = arr.astype(np.float32)
     elif kind == "f" and arr.dtype.itemsize > 8:
-        arr = arr.astype(np.float64)
+        arr = exact_float64(arr, name)
     elif kind == "i" and arr.dtype != np.int64:
         arr = arr.astype(np.int64)
     elif kind == "u" and arr.dtype != np.uint64:
@@ -84,7 +125,8 @@ def check_axis(axis: Any, ndim: int) -> int:
 
 
 def check_group_length(length: int, m: int, axis: int, pad: bool) -> None:
-    """Reject a ragged last group unless the caller asked for padding."""
+    """Reject a ragged last group unless the caller asked for padding (``pad`` must be a bool)."""
+    pad = check_bool(pad, "pad")
     if length % m and not pad:
         raise ValueError(
             f"axis {axis} has length {length}, not a multiple of m={m}; pass pad=True to treat the "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -63,8 +64,35 @@ def combinations(n: int, m: int) -> np.ndarray:
     return _combination_table(*check_nm(n, m))
 
 
+def _exact_sum(values: np.ndarray) -> float:
+    """Correctly rounded float64 sum of finite values (Python fractions: no intermediate overflow)."""
+    total = sum((Fraction(float(v)) for v in values), Fraction(0))
+    try:
+        return float(total)
+    except OverflowError:
+        return math.inf if total > 0 else -math.inf
+
+
+def _extended_sums(groups: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Sums of ``groups[..., idx]`` over the last axis, without ever forming ``0 * inf`` or ``inf - inf``."""
+    finite = np.isfinite(groups)
+    part_in = groups if finite.all() else np.where(finite, groups, 0.0)
+    gathered = part_in[..., idx]
+    with np.errstate(over="ignore", invalid="ignore"):
+        part = gathered.sum(axis=-1)
+    overflowed = ~np.isfinite(part)
+    if overflowed.any():  # rare: finite scores near the float64 limit; redo those sums exactly
+        for where in zip(*np.nonzero(overflowed), strict=True):
+            part[where] = _exact_sum(gathered[where])
+    if finite.all():
+        return part
+    more = (groups == np.inf).astype(np.int64)[..., idx].sum(axis=-1)
+    more -= (groups == -np.inf).astype(np.int64)[..., idx].sum(axis=-1)
+    return np.where(more > 0, np.inf, np.where(more < 0, -np.inf, part))
+
+
 def combination_scores(scores: Any, n: int, m: int, *, axis: int = -1) -> np.ndarray:
-    """Sum of the scores of every combination in every group: ``groups @ combinations(n, m).T``.
+    """Sum of the scores of every combination in every group (``groups @ combinations(n, m).T``).
 
     Parameters
     ----------
@@ -76,11 +104,30 @@ def combination_scores(scores: Any, n: int, m: int, *, axis: int = -1) -> np.nda
         ``axis`` moved last and split into groups; entry ``[..., g, c]`` is the total score of
         combination ``c`` in group ``g``.
 
+    Notes
+    -----
+    Sums are gathered, never formed as a product with the 0/1 table, so an infinite score reaches
+    only the combinations that keep it (a product would give ``0 * inf = NaN`` everywhere else).
+    With infinite scores the sum follows the extended reals, and ``inf - inf`` is resolved the way
+    an ordering needs it: a combination keeping more ``+inf`` than ``-inf`` entries sums to ``+inf``,
+    fewer to ``-inf``, and as many (the infinities cancel) to the sum of its finite entries. The
+    result never holds NaN (NaN scores raise).
+
+    Sums that reach ``+inf`` tie (``inf + a == inf + b``), and :func:`best_combination` takes the
+    first of them (ties go to the lower index). So ``best_combination(combination_scores(x))`` keeps
+    a ``+inf`` entry in every group where :func:`nmsolve.nm_mask` does (unless a finite sum
+    overflows to ``inf``, or every combination of the group sums to ``-inf``), but not necessarily
+    the same entries: a group holding two ``+inf`` keeps one of them with its first partner. For
+    the full order (every infinity first, then the finite scores) use :func:`nmsolve.nm_mask`, or
+    replace ``inf`` by a finite bound first.
+
     Examples
     --------
     >>> import numpy as np
     >>> combination_scores(np.array([4.0, 1.0, 3.0, 2.0]), 2, 4)
     array([[5., 7., 6., 4., 3., 5.]])
+    >>> combination_scores(np.array([np.inf, 1.0, 3.0, 2.0]), 2, 4)
+    array([[inf, inf, inf,  4.,  3.,  5.]])
     """
     n, m = check_nm(n, m)
     x = as_scores(scores)
@@ -89,7 +136,8 @@ def combination_scores(scores: Any, n: int, m: int, *, axis: int = -1) -> np.nda
     moved = np.moveaxis(x, axis, -1)
     reject_nan(x)
     groups = moved.reshape(*moved.shape[:-1], moved.shape[-1] // m, m).astype(np.float64)
-    return groups @ combinations(n, m).T.astype(np.float64)
+    idx = np.nonzero(combinations(n, m))[1].reshape(-1, n)  # kept positions of each combination
+    return _extended_sums(groups, idx)
 
 
 def best_combination(combo_scores: Any) -> np.ndarray:
@@ -105,6 +153,8 @@ def best_combination(combo_scores: Any) -> np.ndarray:
     array([1])
     """
     cs = as_scores(combo_scores, "combo_scores")
+    if cs.shape[-1] == 0:
+        raise ValueError(f"combo_scores has shape {cs.shape}: its last axis holds no combination to choose")
     reject_nan(cs, "combo_scores")
     return np.argmax(cs, axis=-1)
 

@@ -8,7 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from nmsolve._validate import as_array, as_scores, check_group_length, check_int, check_nm, choose, reject_nan
+from nmsolve._validate import (
+    as_array,
+    as_scores,
+    check_bool,
+    check_group_length,
+    check_int,
+    check_nm,
+    choose,
+    reject_nan,
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,19 +78,32 @@ def expected_retention(density: float, n: int, m: int) -> float:
     The share of an unstructured mask's survivors that N:M can keep when survivors fall
     independently with probability ``density``; ``E[min(X, n)] = sum_{k=1..n} P(X >= k)``.
 
+    Notes
+    -----
+    The binomial tails come from ``scipy.special.bdtrc`` (a regularised incomplete beta function),
+    so large groups such as ``m = 4096`` neither overflow nor lose the tail to rounding; ``O(n)``.
+
     Examples
     --------
     >>> round(expected_retention(0.5, 2, 4), 4)
     0.8125
     """
     n, m = check_nm(n, m)
+    if isinstance(density, (bool, np.bool_)) or not isinstance(density, (int, float, np.integer, np.floating)):
+        raise TypeError(f"density must be a number in [0, 1], got {density!r} of type {type(density).__name__}")
     if not 0.0 <= density <= 1.0:
         raise ValueError(f"density must lie in [0, 1], got {density}")
-    if density == 0.0:
+    density = float(density)
+    if density == 0.0 or n == m:
         return 1.0
-    pmf = [math.comb(m, j) * density**j * (1.0 - density) ** (m - j) for j in range(m + 1)]
-    expected_min = sum(sum(pmf[j] for j in range(k, m + 1)) for k in range(1, n + 1))
-    return expected_min / (m * density)
+    from scipy.special import bdtrc  # P(X > k), computed without forming C(m, j) or p ** j
+
+    # E[min(X, n)] = sum_{k=0..n-1} P(X > k), in chunks so that a huge n needs bounded memory
+    expected_min = 0.0
+    for start in range(0, n, 1 << 20):
+        k = np.arange(start, min(n, start + (1 << 20)), dtype=np.float64)
+        expected_min += float(bdtrc(k, m, density).sum())
+    return min(1.0, expected_min / (m * density))
 
 
 def _n_from_density(density: float, m: int, retain: float, survivors: np.ndarray) -> int:
@@ -284,6 +306,8 @@ def unstructured_to_nm(
     """
     from nmsolve.layout import weight_from_2d, weight_to_2d
 
+    permute = check_bool(permute, "permute")
+    progress = check_bool(progress, "progress")
     w_in = as_scores(W, "W", min_ndim=2)
     reject_nan(w_in, "W")
     matrix, layout = weight_to_2d(w_in)

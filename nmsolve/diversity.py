@@ -43,6 +43,10 @@ EXACT_TILE_MAX_M = 16
 # With ``exact=None`` the exact count is built when it has at most this many decimal digits.
 MAX_EXACT_DIGITS = 10_000
 
+# With ``exact=True`` the exact count is refused beyond this many decimal digits (a 10**6-digit int is
+# about 415 KB and takes a fraction of a second; beyond, time and memory grow without bound).
+MAX_EXACT_TRUE_DIGITS = 1_000_000
+
 _LN10 = math.log(10.0)
 
 
@@ -120,6 +124,12 @@ def _tile_count_dp(m: int, n: int) -> int:
 
 @functools.lru_cache(maxsize=256)
 def _tile_count(m: int, n: int) -> int:
+    if min(n, m - n) and m > EXACT_TILE_MAX_M:
+        raise ValueError(
+            f"the exact count K({m}, {n}) is computed only up to m = EXACT_TILE_MAX_M = {EXACT_TILE_MAX_M} "
+            "(K(16, 8) already takes seconds and the dynamic programme grows without bound beyond); "
+            "use transposable_tile_log10(m, n) for the asymptotic log10"
+        )
     return _tile_count_dp(m, min(n, m - n))  # complementing a tile maps K(m, n) onto K(m, m - n)
 
 
@@ -154,7 +164,7 @@ def transposable_tile_count(m: int, n: int) -> int:
     Dynamic programming over the multiset of column residuals, row by row, with the choice inside a
     row made one residual class at a time, meeting in the middle after ``m // 2`` rows, and using
     ``K(m, n) = K(m, m - n)``. Results are cached. ``m <= 12`` takes milliseconds, ``K(16, 8)`` about
-    2 s; the cost grows roughly tenfold per two added to ``m``, so beyond ``m = 16`` prefer
+    2 s; the cost grows roughly tenfold per two added to ``m``, so beyond ``m = 16`` it raises ValueError; use
     :func:`transposable_tile_log10`, which switches to an asymptotic formula. Known values: n = 2 is
     OEIS A001499 (1, 6, 90, 2040, 67950, ...), n = 3 is A001501 (1, 24, 2040, 297200, ...).
 
@@ -202,7 +212,7 @@ def transposable_tile_log10(m: int, n: int, *, method: str = "auto") -> float:
         Tile size and ones per row and column (``0 <= n <= m``).
     method : {"auto", "exact", "asymptotic"}
         ``"auto"`` uses the exact count for ``m <= EXACT_TILE_MAX_M`` (16) and the formula beyond;
-        ``"exact"`` always runs the dynamic programme (slow beyond ``m = 16``).
+        ``"exact"`` always runs the dynamic programme (refused beyond ``m = 16``).
 
     Returns
     -------
@@ -423,6 +433,12 @@ def _group_structure(shape: tuple[int, ...], kind: str, n: Any, m: Any, density:
         raise ValueError(f"size {total} is not a multiple of m*m={m * m} (whole {m}x{m} tiles)")
     if len(shape) > 1 and (rows % m or cols % m):
         raise ValueError(f"the 2-D view {rows}x{cols} does not split into {m}x{m} tiles")
+    if exact is True and m > EXACT_TILE_MAX_M:
+        raise ValueError(
+            f"exact=True needs the exact tile count K({m}, {n}), whose dynamic programme is practical only up to "
+            f"m = {EXACT_TILE_MAX_M}; pass exact=None for the asymptotic log10 (or call "
+            "transposable_tile_count directly if you are prepared to wait)"
+        )
     asymptotic = m > EXACT_TILE_MAX_M and exact is not True
     return _Structure(
         base=lambda: _tile_count(m, n),
@@ -499,8 +515,8 @@ def mask_diversity(
         blocks of ``b`` (or ``bh * bw``) consecutive entries.
     exact : bool or None, default None
         Build the exact count: None when it has at most ``MAX_EXACT_DIGITS`` (10 000) digits, True
-        always (it can take long and a lot of memory for large layers; transposable tiles beyond
-        ``m = 16`` run the slow exact dynamic programme), False never.
+        up to ``MAX_EXACT_TRUE_DIGITS`` (10**6) digits and tiles up to ``m = 16`` (beyond either limit
+        it raises ValueError rather than run unbounded), False never.
 
     Returns
     -------
@@ -557,6 +573,11 @@ def mask_diversity(
     log10 = s.power * s.log10_base
     count: int | None = None
     asymptotic = s.asymptotic
+    if exact and log10 > MAX_EXACT_TRUE_DIGITS:
+        raise ValueError(
+            f"exact=True would build a count of about {log10:.4g} decimal digits, more than the limit of "
+            f"MAX_EXACT_TRUE_DIGITS = {MAX_EXACT_TRUE_DIGITS}; pass exact=None (or False) and use .log10"
+        )
     if exact or (exact is None and not asymptotic and log10 <= MAX_EXACT_DIGITS):
         count = s.base() ** s.power
         log10 = math.log10(count)

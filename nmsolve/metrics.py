@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,13 @@ def kept_fraction(weights: Any, mask: Any) -> float:
 
     An all-zero (or empty) weight array keeps everything there is, so the fraction is 1.0.
 
+    Notes
+    -----
+    Infinite weights are ordered like any other number, so they outweigh every finite one: when
+    ``weights`` holds ``±inf``, the fraction is the share of the infinite entries that the mask keeps
+    (the limit of the fraction as those entries grow equally large), never NaN. Finite sums that
+    overflow float64 are computed after scaling by a power of two, so they do not become ``inf``.
+
     Examples
     --------
     >>> import numpy as np
@@ -43,7 +51,13 @@ def kept_fraction(weights: Any, mask: Any) -> float:
     0.7
     """
     w, keep = _weights_and_mask(weights, mask)
-    total = float(w.sum())
-    if total == 0.0:
+    infinite = np.isinf(w)
+    if infinite.any():
+        return float(np.count_nonzero(infinite & keep)) / float(np.count_nonzero(infinite))
+    top = float(w.max()) if w.size else 0.0
+    if top == 0.0:
         return 1.0
-    return float(w[keep].sum()) / total
+    shift = max(0, math.frexp(top)[1] - 960)  # sums of up to 2**60 weights below 2**960 cannot overflow
+    if shift:
+        w = np.ldexp(w, -shift)  # a power of two: exact except for weights far below the largest
+    return min(1.0, float(w[keep].sum()) / float(w.sum()))

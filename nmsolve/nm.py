@@ -26,6 +26,7 @@ from nmsolve._validate import (
     as_array,
     as_scores,
     check_axis,
+    check_bool,
     check_group_length,
     check_nm,
     reject_nan,
@@ -436,6 +437,10 @@ def nm_mask(scores: Any, n: int = 2, m: int = 4, *, axis: int = -1, pad: bool = 
     x = as_scores(scores)
     axis = check_axis(axis, x.ndim)
     check_group_length(x.shape[axis], m, axis, pad)
+    if m > x.shape[axis] > 0:
+        # one padded group shorter than m: the same as a full group of its length keeping min(n, length),
+        # and kernels size their scratch by m (m = 2**40 would otherwise allocate terabytes)
+        n, m = min(n, x.shape[axis]), x.shape[axis]
     if x.ndim == 2 and axis == 0 and x.flags.c_contiguous:
         # groups of m consecutive rows, compared across contiguous columns: no transposed copy
         out = np.empty(x.shape, dtype=np.bool_)
@@ -459,7 +464,10 @@ def magnitude_mask(weights: Any, n: int = 2, m: int = 4, *, axis: int = -1, pad:
     array([0, 1, 1, 0])
     """
     w = as_scores(weights, "weights")
-    return nm_mask(np.abs(w), n, m, axis=axis, pad=pad)
+    absw = np.abs(w)
+    if absw.dtype == np.int64:
+        absw = absw.view(np.uint64)  # exact: np.abs(-2**63) wraps to -2**63, which is 2**63 as uint64
+    return nm_mask(absw, n, m, axis=axis, pad=pad)
 
 
 def is_nm(mask: Any, n: int, m: int, *, axis: int = -1, exact: bool = False, pad: bool = False) -> bool:
@@ -488,6 +496,7 @@ def is_nm(mask: Any, n: int, m: int, *, axis: int = -1, exact: bool = False, pad
     False
     """
     n, m = check_nm(n, m)
+    exact = check_bool(exact, "exact")
     arr = as_array(mask, "mask")
     if arr.ndim == 0:
         raise ValueError("mask must have at least 1 dimension, got a 0-d array")

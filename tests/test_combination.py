@@ -2,6 +2,7 @@
 
 import itertools
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -60,3 +61,64 @@ def test_combination_mask_axis():
 def test_best_combination_rejects_nan():
     with pytest.raises(ValueError, match="combo_scores contains NaN"):
         nmsolve.best_combination(np.array([[1.0, np.nan]]))
+
+
+def _extended_sum(values):
+    """The documented rule: more +inf than -inf kept -> inf, fewer -> -inf, as many -> the exact finite sum."""
+    more = sum(v == math.inf for v in values) - sum(v == -math.inf for v in values)
+    if more:
+        return math.copysign(math.inf, more)
+    total = sum((Fraction(v) for v in values if math.isfinite(v)), Fraction(0))
+    if abs(total) > Fraction(np.finfo(np.float64).max):
+        return math.inf if total > 0 else -math.inf
+    return float(total)
+
+
+@given(
+    scores_and_pattern(
+        elements=st.sampled_from([-math.inf, math.inf, -1e308, 1e308, -2.0, -0.0, 0.0, 1.0, 3.0, 5e-324])
+    )
+)
+def test_combination_scores_with_infinities_follow_the_extended_sum(case):
+    x, n, m = case
+    if math.comb(m, n) > 5000:
+        return
+    scores = nmsolve.combination_scores(x, n, m)
+    assert not np.isnan(scores).any()
+    table = [c for c in itertools.combinations(range(m), n)]
+    for r, g in itertools.product(range(x.shape[0]), range(x.shape[1] // m)):
+        group = [float(v) for v in x[r, g * m : (g + 1) * m]]
+        for c, subset in enumerate(table):
+            terms = [group[i] for i in subset]
+            want = _extended_sum(terms)
+            if math.isinf(want):
+                assert scores[r, g, c] == want
+            else:  # float64 sums round: within n ulps of the largest term
+                scale = max((abs(t) for t in terms if math.isfinite(t)), default=0.0)
+                assert abs(scores[r, g, c] - want) <= 4 * n * np.finfo(np.float64).eps * scale
+    if np.abs(x[np.isfinite(x)]).max(initial=0.0) > 1e300:
+        return  # finite sums may overflow to inf and tie with the infinities
+    # a group where nm_mask keeps a +inf: the best combination keeps one too (sums reaching inf tie)
+    mask = nmsolve.combination_mask(nmsolve.best_combination(scores), n, m)
+    per_group = (*x.shape[:-1], x.shape[-1] // m, m)
+    nm_keeps = (nmsolve.nm_mask(x, n, m) & (x == np.inf)).reshape(per_group).any(axis=-1)
+    best_keeps = (mask & (x == np.inf)).reshape(per_group).any(axis=-1)
+    decided = scores.max(axis=-1) > -np.inf  # where every combination sums to -inf, all tie
+    assert (best_keeps >= nm_keeps)[decided].all()
+
+
+def test_combination_scores_with_inf_examples():
+    x = np.array([[np.inf, 1.0, 5.0, 2.0], [1.0, -np.inf, 2.0, 3.0]])
+    np.testing.assert_array_equal(
+        nmsolve.combination_scores(x, 2, 4),
+        [[[np.inf, np.inf, np.inf, 6.0, 3.0, 7.0]], [[-np.inf, 3.0, 4.0, -np.inf, -np.inf, 5.0]]],
+    )
+    np.testing.assert_array_equal(nmsolve.best_combination(nmsolve.combination_scores(x, 2, 4)), [[0], [5]])
+    # finite sums that overflow in the running sum are redone exactly
+    assert nmsolve.combination_scores(np.array([1e308, 1e308, -1e308, -1e308]), 4, 4).tolist() == [[0.0]]
+
+
+def test_best_combination_of_no_combinations_is_refused_clearly():
+    with pytest.raises(ValueError, match=r"combo_scores has shape \(2, 0\): its last axis holds no combination"):
+        nmsolve.best_combination(np.zeros((2, 0)))
+    assert nmsolve.best_combination(np.zeros((0, 6))).shape == (0,)

@@ -1,4 +1,5 @@
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -256,4 +257,21 @@ def test_bad_input(args, kwargs, error, match):
 def test_expected_retention_bad_input():
     with pytest.raises(ValueError, match="density"):
         nmsolve.expected_retention(1.5, 2, 4)
+    with pytest.raises(TypeError, match=r"density must be a number in \[0, 1\], got '0.5'"):
+        nmsolve.expected_retention("0.5", 2, 4)
     assert nmsolve.expected_retention(0.0, 2, 4) == 1.0
+
+
+def test_expected_retention_large_groups_do_not_overflow():
+    # E[min(X, 2)] is 2 for all practical purposes at m = 4096, density 0.5: 2 / 2048
+    assert nmsolve.expected_retention(0.5, 2, 4096) == pytest.approx(2 / 2048, rel=1e-12)
+    exact = Fraction(sum(math.comb(4096, j) * min(j, 2048) for j in range(4097)), 2**4096 * 2048)
+    assert nmsolve.expected_retention(0.5, 2048, 4096) == pytest.approx(float(exact), rel=1e-12)
+    assert nmsolve.expected_retention(1e-12, 1, 10**6) == pytest.approx(1.0, rel=1e-5)
+    assert nmsolve.expected_retention(0.25, 8, 8) == 1.0
+
+
+@pytest.mark.parametrize("option", ["permute", "progress"])
+def test_unstructured_to_nm_bool_options_must_be_bools(option):
+    with pytest.raises(TypeError, match=f"{option} must be True or False, got 'no'"):
+        nmsolve.unstructured_to_nm(np.ones((2, 4)), n=2, m=4, **{option: "no"})

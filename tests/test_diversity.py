@@ -269,3 +269,21 @@ def test_result_is_frozen_and_printable():
         r.log10 = 0.0  # type: ignore[misc]
     assert str(r) == "transposable 4:8 on (8, 8) at density 0.5: 10^11.07 masks"
     assert r.count == 116963796250 and r.size == 64 and not r.asymptotic
+
+
+def test_exact_true_refuses_what_would_run_unbounded():
+    with pytest.raises(ValueError, match=r"about 1.945e\+11 decimal digits.*MAX_EXACT_TRUE_DIGITS = 1000000"):
+        nmsolve.mask_diversity((10**6, 10**6), "nm", n=2, m=4, exact=True)
+    with pytest.raises(ValueError, match=r"practical only up to m = 16"):
+        nmsolve.mask_diversity((32, 32), "transposable", n=2, m=32, exact=True)
+    assert nmsolve.mask_diversity((10**6, 10**6), "nm", n=2, m=4).count is None  # the default stays cheap
+    assert nmsolve.mask_diversity((64, 64), "nm", n=2, m=4, exact=True).count == 6**1024
+
+
+def test_exact_tile_counts_refuse_tiles_beyond_the_limit():
+    with pytest.raises(ValueError, match=r"K\(32, 3\) is computed only up to m = EXACT_TILE_MAX_M = 16"):
+        nmsolve.transposable_tile_count(32, 3)  # ran without bound
+    with pytest.raises(ValueError, match="EXACT_TILE_MAX_M"):
+        nmsolve.transposable_tile_log10(20, 4, method="exact")
+    assert nmsolve.transposable_tile_count(2**40, 0) == 1
+    assert nmsolve.transposable_tile_log10(32, 3) > 0  # auto: asymptotic beyond 16

@@ -409,3 +409,25 @@ def test_parallel_kernels_match_the_oracles(monkeypatch, seed):
 
 
 # --------------------------------------------------------------------------- package level
+
+
+@pytest.mark.skipif(np.finfo(np.longdouble).nmant <= 52, reason="longdouble is float64 on this platform")
+def test_condensed_linear_longdouble_and_big_endian_inputs():
+    w = np.array([[0.0, 2.0, 0.0, 3.0], [1.0, 0.0, 0.0, -1.0]])
+    c = nmsolve.condense(w)
+    x = np.array([[1.0, 1.0, 1.0, 1.0], [0.0, 1.0, 2.0, 3.0]])
+    expected = x @ w.T
+    for xx in (x.astype(np.longdouble), x.astype(">f8"), x.astype(">i4")):
+        np.testing.assert_allclose(nmsolve.condensed_linear(xx, c), expected)
+    np.testing.assert_allclose(nmsolve.condensed_linear(x, nmsolve.condense(w.astype(">f4"))), expected)
+    inexact = x.astype(np.longdouble)
+    inexact[1, 2] = np.nextafter(inexact[1, 2], np.longdouble(3))  # no float64 between
+    with pytest.raises(TypeError, match=r"x has dtype .*first at index \(1, 2\).*astype\(np.float64\)"):
+        nmsolve.condensed_linear(inexact, c)
+    with pytest.raises(TypeError, match=r"values has dtype"):
+        nmsolve.CondensedMatrix(inexact[:, 1:3], np.array([[0, 1], [0, 1]]), np.array([0, 1]), (2, 4))
+
+
+def test_is_constant_fanin_allow_ablated_must_be_a_bool():
+    with pytest.raises(TypeError, match="allow_ablated must be True or False, got 'no'"):
+        nmsolve.is_constant_fanin(np.eye(3), allow_ablated="no")

@@ -381,3 +381,84 @@ def test_register_network_oracle_with_ties_inf_unaligned_rows_and_nan(n, m):
     x[4, length - m - 2] = np.nan
     with pytest.raises(ValueError, match=rf"NaN \(first at index \(4, {length - m - 2}\)\)"):
         nmsolve.nm_mask(x, n, m, pad=True)
+
+
+# --------------------------------------------------------------------------- inputs kernels cannot take as given
+
+
+@pytest.mark.parametrize("dtype", [">f8", ">f4", ">i4", ">i8", ">u2", ">u8", "<f8"])
+def test_non_native_byte_order_is_normalised_once(dtype):
+    x = np.array([[3, 1, 4, 1, 5, 9, 2, 6], [0, 7, 2, 7, 1, 8, 2, 8]]).astype(dtype)
+    native = x.astype(np.dtype(dtype).newbyteorder("="))
+    expected = nm_mask_sorted(native, 2, 4)
+    np.testing.assert_array_equal(nmsolve.nm_mask(x, 2, 4), expected)
+    np.testing.assert_array_equal(nmsolve.nm_mask(x.T, 2, 4, axis=0), expected.T)  # the column path
+    np.testing.assert_array_equal(nmsolve.magnitude_mask(x, 2, 4), nmsolve.magnitude_mask(native, 2, 4))
+    assert nmsolve.is_nm(x, 4, 4)
+
+
+def test_magnitude_mask_orders_the_most_negative_int64_exactly():
+    x = np.array([[np.iinfo(np.int64).min, 5, 1, 2], [7, -(2**62), np.iinfo(np.int64).max, 0]], dtype=np.int64)
+    expected = nm_mask_sorted(np.array([[abs(int(v)) for v in row] for row in x.tolist()], dtype=np.uint64), 1, 4)
+    np.testing.assert_array_equal(nmsolve.magnitude_mask(x, 1, 4), expected)
+    assert nmsolve.magnitude_mask(x, 1, 4)[0, 0]  # |-2**63| is the largest magnitude there is
+
+
+@pytest.mark.skipif(np.finfo(np.longdouble).nmant <= 52, reason="longdouble is float64 on this platform")
+def test_longdouble_is_converted_only_when_exact():
+    exact = np.array([0.5, 3.0, -2.0, 1.0], dtype=np.longdouble)
+    np.testing.assert_array_equal(nmsolve.nm_mask(exact, 2, 4), [False, True, False, True])
+    close = np.array([1.0, 1.0, 0.0, 0.0], dtype=np.longdouble)
+    close[1] += np.finfo(np.longdouble).eps  # distinct in longdouble, a tie in float64
+    with pytest.raises(TypeError, match=r"first at index \(1,\).*astype\(np.float64\)"):
+        nmsolve.nm_mask(close, 1, 4)
+    with pytest.raises(TypeError, match=r"weights has dtype .* cannot represent exactly"):
+        nmsolve.magnitude_mask(close, 1, 4)
+    huge = np.array([2.0, 0, 0, 0], dtype=np.longdouble) ** 1100  # overflows float64
+    with pytest.raises(TypeError, match="cannot represent exactly"):
+        nmsolve.nm_mask(huge, 1, 4)
+    np.testing.assert_array_equal(nmsolve.nm_mask(close.astype(np.float64), 1, 4), [True, False, False, False])
+
+
+def test_masked_arrays_with_masked_entries_are_refused():
+    x = np.ma.masked_array([5.0, 1.0, 4.0, 2.0], mask=[True, False, False, False])
+    for call in (
+        lambda: nmsolve.nm_mask(x, 2, 4),
+        lambda: nmsolve.magnitude_mask(x, 2, 4),
+        lambda: nmsolve.is_nm(x, 2, 4),
+    ):
+        with pytest.raises(TypeError, match=r"masked array with 1 masked entries.*\.filled\("):
+            call()
+    unmasked = np.ma.masked_array([5.0, 1.0, 4.0, 2.0])
+    np.testing.assert_array_equal(nmsolve.nm_mask(unmasked, 2, 4), [True, False, True, False])
+
+
+@pytest.mark.parametrize("value", ["yes", "no", 1, 0, None, np.array([True])])
+def test_bool_options_must_be_bools(value):
+    x = np.arange(8.0)
+    with pytest.raises(TypeError, match=r"pad must be True or False, got"):
+        nmsolve.nm_mask(x, 2, 4, pad=value)
+    with pytest.raises(TypeError, match=r"pad must be True or False"):
+        nmsolve.magnitude_mask(x, 2, 4, pad=value)
+    with pytest.raises(TypeError, match=r"exact must be True or False"):
+        nmsolve.is_nm(x, 2, 4, exact=value)
+    assert nmsolve.is_nm(x != 0, 2, 4, pad=np.bool_(False)) is False
+
+
+def test_kept_fraction_with_infinite_weights_is_defined():
+    w = np.array([np.inf, 1.0, -np.inf, 2.0, np.inf, 0.0, 3.0, 4.0])
+    assert nmsolve.kept_fraction(w, w == np.inf) == pytest.approx(2 / 3)
+    assert nmsolve.kept_fraction(w, np.ones(8, bool)) == 1.0
+    assert nmsolve.kept_fraction(w, np.isfinite(w)) == 0.0
+    # finite totals beyond float64 do not overflow into nan or inf / inf
+    assert nmsolve.kept_fraction(np.array([1e308, 1e308, 1.0, 1.0]), np.array([1, 0, 0, 0])) == pytest.approx(0.5)
+    assert nmsolve.kept_magnitude(w, w == np.inf) == np.inf
+
+
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_a_group_size_beyond_the_axis_is_one_padded_group(axis):
+    x = np.array([[3.0, 1.0, 4.0, 1.0, 5.0, 9.0], [2.0, 6.0, 5.0, 3.0, 5.0, 8.0]])
+    x = x if axis == -1 else np.ascontiguousarray(x.T)
+    out = nmsolve.nm_mask(x, 2, 2**40, axis=axis, pad=True)  # kernels sized by m would need terabytes
+    np.testing.assert_array_equal(out, nmsolve.nm_mask(x, 2, 6, axis=axis))
+    np.testing.assert_array_equal(nmsolve.magnitude_mask(x, 9, 2**40, axis=axis, pad=True), np.ones_like(x, bool))

@@ -224,6 +224,9 @@ def test_bimask_empty_inputs():
         (dict(time_limit=0), ValueError, "time_limit"),
         (dict(time_limit="1"), TypeError, "time_limit"),
         (dict(include_identity=1), TypeError, "include_identity"),
+        (dict(local_search="yes"), TypeError, "local_search must be True or False, got 'yes'"),
+        (dict(progress="no"), TypeError, "progress must be True or False, got 'no'"),
+        (dict(pad="yes"), TypeError, "pad must be True or False, got 'yes'"),
     ],
 )
 def test_bimask_permutation_bad_input(kwargs, error, match):
@@ -489,3 +492,17 @@ def test_tiny_but_real_gains_are_taken():
     for method in ("stripes", "tabu", "greedy"):
         res = nmsolve.channel_permutation(w, 3, 4, method=method, rng=0)
         assert res.kept_after == pytest.approx(best, rel=1e-15), method
+
+
+def test_bimask_big_endian_input():
+    w = np.random.default_rng(3).standard_normal((8, 8))
+    for got, want in zip(
+        nmsolve.bimask_masks(w.astype(">f8"), 2, 4, np.arange(8)),
+        nmsolve.bimask_masks(w, 2, 4, np.arange(8)),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(got, want)
+    assert (
+        nmsolve.bimask_permutation(w.astype(">f4"), 2, 4, rng=0).score
+        == nmsolve.bimask_permutation(w.astype(np.float32), 2, 4, rng=0).score
+    )

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from nmsolve._validate import as_array, check_int, reject_nan
+from nmsolve._validate import as_array, check_int, exact_float64, reject_nan
 from nmsolve.fanin._common import as_mask, row_counts
 from nmsolve.fanin._product import linear_unchecked
 
@@ -68,7 +68,7 @@ class CondensedMatrix:
         if values.dtype.itemsize < 4:
             values = values.astype(np.float32)
         elif values.dtype.itemsize > 8:
-            values = values.astype(np.float64)
+            values = exact_float64(values, "values")
         reject_nan(values, "values")
         indices = as_array(self.indices, "indices")
         rows = as_array(self.rows, "rows")
@@ -255,6 +255,7 @@ def condensed_linear(x: Any, weight: CondensedMatrix, bias: Any = None) -> np.nd
     arr = as_array(x, "x")
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"x must be a real numeric array, got dtype {arr.dtype}")
+    arr = exact_float64(arr, "x")  # the compiled product has no longdouble
     out_features, fan_in = weight.shape
     if arr.ndim == 0 or arr.shape[-1] != fan_in:
         raise ValueError(f"x must have shape (..., {fan_in}) to match W of shape {weight.shape}, got {arr.shape}")

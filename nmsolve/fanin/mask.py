@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from nmsolve._validate import as_array, as_scores, check_int
+from nmsolve._validate import as_array, as_scores, check_bool, check_int
 from nmsolve.fanin._common import check_fraction, row_counts, rows_view
 from nmsolve.nm import nm_mask
 
@@ -130,6 +130,7 @@ def is_constant_fanin(mask: Any, k: int | None = None, *, allow_ablated: bool = 
     >>> is_constant_fanin(np.array([[1, 1, 0], [1, 0, 0]]))
     False
     """
+    allow_ablated = check_bool(allow_ablated, "allow_ablated")
     arr = as_array(mask, "mask")
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"mask must be boolean or numeric (nonzero = kept), got dtype {arr.dtype}")

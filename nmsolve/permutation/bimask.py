@@ -18,7 +18,16 @@ import numpy as np
 
 from nmsolve._jit import BIMASK_PARALLEL_MIN, kernel, prange, threads_for
 from nmsolve._progress import progress_bar
-from nmsolve._validate import as_array, as_rng, as_scores, check_group_length, check_int, check_nm, reject_nan
+from nmsolve._validate import (
+    as_array,
+    as_rng,
+    as_scores,
+    check_bool,
+    check_group_length,
+    check_int,
+    check_nm,
+    reject_nan,
+)
 from nmsolve.permutation._common import check_permutation, check_time_limit, swap_items
 
 # --------------------------------------------------------------------------- kernels
@@ -428,8 +437,9 @@ def bimask_permutation(
     values, fwd = _bimask_inputs(F_or_W, n, m, pad, "F_or_W")
     rows = fwd.shape[0]
     generator = as_rng(rng)
-    if not isinstance(include_identity, (bool, np.bool_)):
-        raise TypeError(f"include_identity must be a bool, got {include_identity!r}")
+    include_identity = check_bool(include_identity, "include_identity")
+    local_search = check_bool(local_search, "local_search")
+    progress = check_bool(progress, "progress")
     max_sweeps = check_int(max_sweeps, "max_sweeps", minimum=0)
     if partners is not None:
         partners = check_int(partners, "partners", minimum=1)
