@@ -89,10 +89,19 @@ METHODS: dict[str, Method] = {
 _OPTIMUM = "mcf"
 
 
+# The largest tile side: each m x m tile is one b-matching with m x m workspace per thread.
+MAX_M = 1024
+
+
 def _check_matrix(weights: Any, n: int, m: int, pad: bool) -> tuple[np.ndarray, int, int]:
     """``(x, n, m)`` checked: x a C-contiguous 2-D float32 or float64 matrix (integers become float64),
     its dimensions multiples of m unless ``pad``; the same errors as every public function."""
     n, m = check_nm(n, m, allow_dense=False)
+    if m > MAX_M:
+        raise ValueError(
+            f"m={m} is larger than the transposable solvers handle (m <= {MAX_M}): every m x m tile is solved "
+            "as one b-matching with m x m workspace; use a smaller m"
+        )
     x = as_scores(weights, "W")
     if x.ndim != 2:
         raise ValueError(
