@@ -263,6 +263,16 @@ def _tile_weight(w, m, keep):  # type: ignore[no-untyped-def]
 
 
 @kernel()
+def _tile_has_inf(x, r0, c0, m):  # type: ignore[no-untyped-def]
+    """Whether the m x m tile of x at (r0, c0) (clipped to x) holds an infinite entry."""
+    for i in range(r0, min(r0 + m, x.shape[0])):
+        for j in range(c0, min(c0 + m, x.shape[1])):
+            if abs(x[i, j]) == np.inf:
+                return True
+    return False
+
+
+@kernel()
 def _approx_rest(w, n, m, stage, keep, rdeg, cdeg, wT, kT, u, v, ga, gb, ja):  # type: ignore[no-untyped-def]
     """The stages of ``approx`` after the greedy b-matching ``keep`` (degrees rdeg, cdeg) of tile w:
     stage 1 repairs it, 2 also improves and certifies it, 3 certifies nothing. Returns 0, or 1 if
@@ -318,6 +328,12 @@ def _approx_tiles(x, t0, t1, tiles_per_row, out, flags, n, m, net, stage):  # ty
             if load_tile(x, r0, c0, m, w) < 0.0:
                 res[b, 0] = t
                 break
+            if stage >= 2 and _tile_has_inf(x, r0, c0, m):
+                # the half guarantee is certified on the finite stand-ins of inf (load_tile), where
+                # a tile that keeps every inf passes whatever it keeps of the finite rest: solve exactly
+                flags[t - t0] = 1
+                res[b, 2] += 1
+                continue
             _greedy_tile(w, n, m, net, keep, rdeg, cdeg, tmp, order, ptr, hold, stack, instack, ja)
             if stage >= 1:
                 status = _approx_rest(w, n, m, stage, keep, rdeg, cdeg, wT, kT, u, v, ga, gb, ja)
@@ -380,7 +396,7 @@ def _deferred_tiles(x, n, m, tiles, kinds, tiles_per_row, net, sel, out):  # typ
         if load_tile(x, r0, c0, m, w) < 0.0:
             return t, -1, exact
         status = 1
-        if kinds[k] == 2:
+        if kinds[k] == 2 and not _tile_has_inf(x, r0, c0, m):  # inf: exactly, as in _approx_tiles
             _greedy_tile(w, n, m, net, keep, rdeg, cdeg, tmp, order, ptr, hold, stack, instack, ja)
             status = _approx_rest(w, n, m, 2, keep, rdeg, cdeg, wT, kT, u, v, ga, gb, ja)
             if status < 0:
