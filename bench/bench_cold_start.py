@@ -42,7 +42,7 @@ CASES = [
     ("fanin_mask k=16", "nmsolve.fanin_mask(np.abs(W), 16)", (64, 64), "float32"),
     ("bimask_masks 2:4", "nmsolve.bimask_masks(W, 2, 4, np.arange(64))", (64, 64), "float32"),
     ("channel_permutation 2:4", "nmsolve.channel_permutation(W, 2, 4)", (64, 64), "float32"),
-    ("unstructured_to_nm m=4", "nmsolve.unstructured_to_nm(W, 4)", (64, 64), "float32"),
+    ("unstructured_to_nm m=4", "nmsolve.unstructured_to_nm(W, np.abs(W) > 1, m=4)", (64, 64), "float32"),
 ]
 
 
