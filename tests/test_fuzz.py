@@ -312,6 +312,17 @@ def _convert(x: np.ndarray, p: Params) -> Any:
     return res
 
 
+def _eye_for(x: np.ndarray) -> np.ndarray:
+    return np.eye(np.shape(x)[-1] if np.ndim(x) else 1)
+
+
+def _prune_layer(x: np.ndarray, p: Params) -> Any:
+    res = nmsolve.prune_layer(x, _eye_for(x), p.n, p.m, method="sparsegpt", refit=p.exact)
+    assert isinstance(res, nmsolve.LayerPruneResult) and nmsolve.is_nm(res.mask, p.n, p.m, exact=True)
+    assert not res.weights[~res.mask].any() and res.error <= res.magnitude_error * (1 + 1e-9) + 1e-300
+    return res
+
+
 def _first(x: np.ndarray) -> Any:
     """The first logical entry of ``x`` as a scalar option value (or the whole 0-d array)."""
     return np.asarray(x).flat[0] if np.size(x) else x
@@ -431,6 +442,13 @@ CALLS: dict[str, tuple[Call, Callable[..., None] | None, tuple[str, ...]]] = {
         lambda x, p: nmsolve.expected_retention(_first(x), p.n, p.m),
         _check_unit_interval,
         ("density",),
+    ),
+    "prune_layer": (_prune_layer, None, ("W", "H", "n=", "m=")),
+    "LayerPruneResult": (_prune_layer, None, ("W", "H", "n=", "m=")),
+    "layer_error": (
+        lambda x, p: nmsolve.layer_error(x, np.zeros(np.shape(x)), _eye_for(x)),
+        lambda x, p, out: np.testing.assert_allclose(out, float(np.sum(_values(x).astype(np.float64) ** 2))),
+        ("W", "shape"),
     ),
     "warmup": (lambda x, p: nmsolve.warmup(), None, ()),
 }
