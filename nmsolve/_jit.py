@@ -145,6 +145,7 @@ TRANSPOSABLE_PARALLEL_MIN = 1 << 17  # transposable solvers: entries
 FANIN_PARALLEL_MIN = 1 << 16  # constant fan-in selection: entries; condensed products: values x batch
 BIMASK_PARALLEL_MIN = 1 << 22  # Bi-Mask: mask entries x m, or candidates x bit words x n
 TRAINING_PARALLEL_MIN = 1 << 18  # fused per-step training kernels: entries
+ONESHOT_PARALLEL_MIN = 1 << 16  # refine_mask swap search: rows x kept x dropped
 
 
 @contextlib.contextmanager

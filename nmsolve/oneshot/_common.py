@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from nmsolve._validate import as_scores, check_nm, raise_nan
+from nmsolve._validate import as_array, as_scores, check_nm, raise_nan
 
 STRUCTURES = ("nm", "transposable")
 
@@ -74,6 +74,35 @@ def check_layer(W: Any, H: Any, n: Any, m: Any, structure: Any) -> tuple[np.ndar
         d = int(np.argmax(diag < 0))
         raise ValueError(f"H is not positive semidefinite: H[{d}, {d}]={diag[j]!r} < 0; H should be X.T @ X")
     return w, h64, n, m, structure
+
+
+def given_mask(mask: Any, shape: tuple[int, ...], n: int, m: int, structure: str, *, exact: bool = False) -> np.ndarray:
+    """A caller's mask as bool (nonzero = kept), checked against ``shape`` and ``structure``.
+
+    ``exact=True`` requires exactly ``n`` kept in every group (the swap search keeps that count).
+    """
+    arr = as_array(mask, "mask")
+    if arr.shape != shape:
+        raise ValueError(f"mask has shape {arr.shape} but W has shape {shape}; they must match")
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"mask must be boolean or numeric (nonzero = kept), got dtype {arr.dtype}")
+    keep = arr != 0
+    from nmsolve.nm import is_nm
+    from nmsolve.transposable import is_transposable
+
+    ok = is_nm(keep, n, m) if structure == "nm" else is_transposable(keep, n, m)
+    if not ok:
+        what = "N:M along in" if structure == "nm" else "transposable N:M"
+        raise ValueError(f"mask is not {what} for n={n}, m={m}; it keeps more than n of some group of m")
+    if exact and keep.size:
+        counts = keep.reshape(shape[0], -1, m).sum(axis=-1)
+        if (counts != n).any():
+            row, group = (int(i) for i in np.argwhere(counts != n)[0])
+            raise ValueError(
+                f"mask must keep exactly n={n} of every group of m={m}, but row {row} keeps "
+                f"{int(counts[row, group])} in group {group} (columns {group * m}..{group * m + m - 1})"
+            )
+    return keep
 
 
 def damped(h: np.ndarray, damping: float) -> tuple[np.ndarray, np.ndarray]:

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from nmsolve._validate import as_array, check_bool, check_int, choose
-from nmsolve.oneshot._common import check_fraction, check_layer, damped_cholesky, row_errors
+from nmsolve._validate import check_bool, check_int, choose
+from nmsolve.oneshot._common import check_fraction, check_layer, damped_cholesky, given_mask, row_errors
 from nmsolve.oneshot.refit import refit_rows
 from nmsolve.oneshot.sparsegpt import SELECT, sparsegpt_sweep
 
@@ -96,23 +96,6 @@ METHODS: dict[str, tuple[str, Callable[[_Problem], tuple[np.ndarray, np.ndarray 
 }
 
 
-def _given_mask(mask: Any, shape: tuple[int, ...], n: int, m: int, structure: str) -> np.ndarray:
-    arr = as_array(mask, "mask")
-    if arr.shape != shape:
-        raise ValueError(f"mask has shape {arr.shape} but W has shape {shape}; they must match")
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"mask must be boolean or numeric (nonzero = kept), got dtype {arr.dtype}")
-    keep = arr != 0
-    from nmsolve.nm import is_nm
-    from nmsolve.transposable import is_transposable
-
-    ok = is_nm(keep, n, m) if structure == "nm" else is_transposable(keep, n, m)
-    if not ok:
-        what = "N:M along in" if structure == "nm" else "transposable N:M"
-        raise ValueError(f"mask is not {what} for n={n}, m={m}; it keeps more than n of some group of m")
-    return keep
-
-
 def prune_layer(
     W: Any,
     H: Any,
@@ -183,7 +166,7 @@ def prune_layer(
     if method == "refit":
         if mask is None:
             raise ValueError("method='refit' re-fits a given mask: pass mask=")
-        given = _given_mask(mask, w_in.shape, n, m, structure)
+        given = given_mask(mask, w_in.shape, n, m, structure)
     elif mask is not None:
         raise ValueError(f"mask= is only used by method='refit', got method={method!r}")
     hd, dead, chol = damped_cholesky(h, damping)
