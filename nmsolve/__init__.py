@@ -68,6 +68,8 @@ _EXPORTS: dict[str, str] = {
     "prune_layer": "nmsolve.oneshot",
     "LayerPruneResult": "nmsolve.oneshot",
     "layer_error": "nmsolve.oneshot",
+    "refine_mask": "nmsolve.oneshot",
+    "RefineResult": "nmsolve.oneshot",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -88,7 +90,7 @@ if TYPE_CHECKING:  # static analysers see ordinary imports
     from nmsolve.layout import WeightLayout, apply_2d, weight_from_2d, weight_to_2d
     from nmsolve.metrics import kept_fraction, kept_magnitude
     from nmsolve.nm import is_nm, magnitude_mask, nm_mask
-    from nmsolve.oneshot import LayerPruneResult, layer_error, prune_layer
+    from nmsolve.oneshot import LayerPruneResult, RefineResult, layer_error, prune_layer, refine_mask
     from nmsolve.permutation.bimask import BiMaskResult, bimask_masks, bimask_permutation
     from nmsolve.permutation.channel import ChannelPermutationResult, channel_permutation
     from nmsolve.transposable import TransposableResult, is_transposable, transposable_mask, transposable_report

@@ -73,6 +73,7 @@ WARMUP_MODULES: tuple[str, ...] = (
     "nmsolve.transposable",
     "nmsolve.permutation.bimask",
     "nmsolve.permutation.channel",
+    "nmsolve.oneshot.refine",
 )
 
 

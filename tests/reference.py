@@ -365,3 +365,32 @@ def ridge_refit_lstsq(w: np.ndarray, mask: np.ndarray, x: np.ndarray, lam: float
         b = np.concatenate([x @ w[r], np.zeros(len(cols))])
         out[r, cols] = np.linalg.lstsq(a, b, rcond=None)[0]
     return out
+
+
+def refit_row_error(hd: np.ndarray, w: np.ndarray, keep: np.ndarray, h: np.ndarray | None = None) -> float:
+    """``(w - v)^T h (w - v)`` for ``v = argmin (w - v)^T hd (w - v)`` zero outside ``keep`` (``h`` defaults to
+    ``hd``), by a direct least-squares solve of the kept system."""
+    s = np.flatnonzero(keep)
+    v = np.zeros_like(w, dtype=np.float64)
+    if s.size:
+        v[s] = np.linalg.lstsq(hd[np.ix_(s, s)], (hd @ w)[s], rcond=None)[0]
+    delta = w - v
+    return float(delta @ (hd if h is None else h) @ delta)
+
+
+def nm_row_masks(cols: int, n: int, m: int):
+    """Every N:M mask (exactly n of every m) of one row of ``cols`` entries."""
+    group = [np.isin(np.arange(m), c) for c in itertools.combinations(range(m), n)]
+    for parts in itertools.product(group, repeat=cols // m):
+        yield np.concatenate(parts)
+
+
+def in_group_swaps(keep: np.ndarray, m: int):
+    """Every mask one in-group swap (a kept and a dropped entry of one group of m) away from ``keep``."""
+    for i in np.flatnonzero(keep):
+        g = i // m
+        for j in range(g * m, g * m + m):
+            if not keep[j]:
+                out = keep.copy()
+                out[i], out[j] = False, True
+                yield out

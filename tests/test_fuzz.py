@@ -323,6 +323,17 @@ def _prune_layer(x: np.ndarray, p: Params) -> Any:
     return res
 
 
+def _refine_mask(x: np.ndarray, p: Params) -> Any:
+    shape = np.shape(x)
+    mask = np.zeros(shape, bool)
+    if len(shape) == 2 and p.m <= 64 and shape[1] % p.m == 0:
+        mask.reshape(shape[0], -1, p.m)[..., : p.n] = True  # the first n of every group
+    res = nmsolve.refine_mask(x, _eye_for(x), mask, p.n, p.m)
+    assert isinstance(res, nmsolve.RefineResult) and nmsolve.is_nm(res.mask, p.n, p.m, exact=True)
+    assert not res.weights[~res.mask].any() and res.error <= res.error_before
+    return res
+
+
 def _first(x: np.ndarray) -> Any:
     """The first logical entry of ``x`` as a scalar option value (or the whole 0-d array)."""
     return np.asarray(x).flat[0] if np.size(x) else x
@@ -445,6 +456,8 @@ CALLS: dict[str, tuple[Call, Callable[..., None] | None, tuple[str, ...]]] = {
     ),
     "prune_layer": (_prune_layer, None, ("W", "H", "n=", "m=")),
     "LayerPruneResult": (_prune_layer, None, ("W", "H", "n=", "m=")),
+    "refine_mask": (_refine_mask, None, ("W", "H", "mask", "n=", "m=")),
+    "RefineResult": (_refine_mask, None, ("W", "H", "mask", "n=", "m=")),
     "layer_error": (
         lambda x, p: nmsolve.layer_error(x, np.zeros(np.shape(x)), _eye_for(x)),
         lambda x, p, out: np.testing.assert_allclose(out, float(np.sum(_values(x).astype(np.float64) ** 2))),

@@ -6,5 +6,6 @@ the torch driver that collects ``H`` block by block is :func:`nmsolve.torch.prun
 
 from nmsolve.oneshot._common import layer_error
 from nmsolve.oneshot.layer import METHODS, LayerPruneResult, prune_layer
+from nmsolve.oneshot.refine import RefineResult, refine_mask
 
-__all__ = ["METHODS", "LayerPruneResult", "layer_error", "prune_layer"]
+__all__ = ["METHODS", "LayerPruneResult", "RefineResult", "layer_error", "prune_layer", "refine_mask"]

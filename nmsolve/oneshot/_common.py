@@ -72,7 +72,7 @@ def check_layer(W: Any, H: Any, n: Any, m: Any, structure: Any) -> tuple[np.ndar
     diag = np.diag(h64)
     if (diag < 0).any():
         d = int(np.argmax(diag < 0))
-        raise ValueError(f"H is not positive semidefinite: H[{d}, {d}]={diag[j]!r} < 0; H should be X.T @ X")
+        raise ValueError(f"H is not positive semidefinite: H[{d}, {d}]={diag[d]!r} < 0; H should be X.T @ X")
     return w, h64, n, m, structure
 
 

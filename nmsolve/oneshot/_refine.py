@@ -29,66 +29,71 @@ LOCAL_OPTIMUM, OUT_OF_SWEEPS, NEEDS_REFRESH = 0, 1, 2
 
 @kernel()
 def _swap(hd, S, D, A, c, U, r, s, kept, slot, p, q, ap, up, u, g):  # type: ignore[no-untyped-def]
-    """Drop the kept column in slot p and keep the dropped one in slot q; update the state exactly."""
+    """Drop the kept column in slot p and keep the dropped one in slot q; update the state exactly.
+
+    Two rank-one steps (remove i = S[p], then add j = D[q] into slot p, while slot q of D takes i),
+    fused so that U is read once (for g) and updated once: with alpha = 1 / A_pp, ap = A[:, p],
+    up = U[p, :], after the removal U' = U - alpha ap up^T, and the addition subtracts u g^T / sigma,
+    u = U'[:, q], sigma = s'_q, g_t = Hd_jt - Hd_jS' U'[:, t] (computed from U, not U').
+    """
     k, d = U.shape
     i, j = S[p], D[q]
-    app = A[p, p]
+    alpha = 1.0 / A[p, p]
     cp = c[p]
     for l in range(k):
         ap[l] = A[l, p]
     for t in range(d):
         up[t] = U[p, t]
-    # step 1: remove i (slot p of S empties; A, c, U lose it; r, s of every dropped column gain it)
+    upq = up[q]
     for l in range(k):
-        f = ap[l] / app
-        for l2 in range(k):
-            A[l, l2] -= f * ap[l2]
-        c[l] -= f * cp
-        for t in range(d):
-            U[l, t] -= f * up[t]
-    for t in range(d):
-        r[t] += up[t] * cp / app
-        s[t] += up[t] * up[t] / app
-    for l in range(k):
-        u[l] = U[l, q]
+        u[l] = U[l, q] - alpha * ap[l] * upq
     u[p] = 0.0
-    sigma = s[q]
-    rho = r[q]
-    # slot q of D now holds i: U' Hd_{S'i} = -A_{S'p} / A_pp, s_i = 1 / A_pp, r_i = c_p / A_pp
-    for l in range(k):
-        U[l, q] = -ap[l] / app
-    U[p, q] = 0.0
-    s[q] = 1.0 / app
-    r[q] = cp / app
-    D[q] = i
-    # step 2: add j in slot p (bordered inverse); g_t = Hd_jt - Hd_jS' U'[:, t]
+    sigma = s[q] + alpha * upq * upq
+    rho = r[q] + alpha * cp * upq
+    # g_t = Hd[j, D_t] - sum_{l != p} Hd[j, S_l] (U[l, t] - alpha ap_l up_t)
+    ha = 0.0
     for t in range(d):
         g[t] = hd[j, D[t]]
     for l in range(k):
         if l != p:
             h = hd[j, S[l]]
             if h != 0.0:
+                ha += h * ap[l]
                 for t in range(d):
                     g[t] -= h * U[l, t]
-    for l in range(k):
-        f = u[l] / sigma
-        if f != 0.0:
-            for t in range(d):
-                U[l, t] -= f * g[t]
     for t in range(d):
-        U[p, t] = g[t] / sigma
-        r[t] -= g[t] * rho / sigma
-        s[t] -= g[t] * g[t] / sigma
+        g[t] += alpha * ha * up[t]
+    g[q] = hd[j, i] + alpha * ha  # slot q of D holds i after the removal: U'[:, q] = -alpha ap
+    inv_sigma = 1.0 / sigma
     for l in range(k):
-        f = u[l] / sigma
+        fa = alpha * ap[l]
+        fu = u[l] * inv_sigma
+        for t in range(d):
+            U[l, t] -= fa * up[t] + fu * g[t]
+        U[l, q] = -fa - fu * g[q]
+    for t in range(d):
+        U[p, t] = g[t] * inv_sigma
+    # r' = r + alpha cp up, s' = s + alpha up^2 (slot q: alpha cp and alpha), then the addition
+    for t in range(d):
+        r[t] += alpha * cp * up[t]
+        s[t] += alpha * up[t] * up[t]
+    r[q] = alpha * cp
+    s[q] = alpha
+    for t in range(d):
+        r[t] -= g[t] * rho * inv_sigma
+        s[t] -= g[t] * g[t] * inv_sigma
+    for l in range(k):
+        fa = alpha * ap[l]
+        fu = u[l] * inv_sigma
         for l2 in range(k):
-            A[l, l2] += f * u[l2]
-        c[l] -= f * rho
+            A[l, l2] += fu * u[l2] - fa * ap[l2]
+        c[l] -= fa * cp + fu * rho
     for l in range(k):
-        A[p, l] = -u[l] / sigma
-        A[l, p] = -u[l] / sigma
-    A[p, p] = 1.0 / sigma
-    c[p] = rho / sigma
+        A[p, l] = -u[l] * inv_sigma
+        A[l, p] = -u[l] * inv_sigma
+    A[p, p] = inv_sigma
+    c[p] = rho * inv_sigma
+    D[q] = i
     S[p] = j
     kept[i] = False
     kept[j] = True

@@ -11,6 +11,7 @@ import numpy as np
 
 from nmsolve._validate import check_bool, check_int, choose
 from nmsolve.oneshot._common import check_fraction, check_layer, damped_cholesky, given_mask, row_errors
+from nmsolve.oneshot.refine import refine_checked
 from nmsolve.oneshot.refit import refit_rows
 from nmsolve.oneshot.sparsegpt import SELECT, sparsegpt_sweep
 
@@ -22,11 +23,12 @@ class LayerPruneResult:
     Attributes
     ----------
     mask : ndarray of bool, shape (out, in)
-        The kept entries: N:M along ``in`` (and along ``out`` too for ``structure="transposable"``).
+        The kept entries: N:M along ``in`` (and along ``out`` too for ``structure="transposable"``);
+        with ``refine=True``, the method's mask improved by :func:`refine_mask`.
     weights : ndarray, shape (out, in)
         The pruned weights, zero outside ``mask``: ``W * mask``, or updated to compensate for the
-        pruned ones (``"sparsegpt"``, ``refit=True``, ``refine``). Float dtype of ``W`` (float64 for
-        integer ``W``).
+        pruned ones (``"sparsegpt"``; ``refit=True`` and ``refine=True`` give the exact least-squares
+        re-fit of ``mask``). Float dtype of ``W`` (float64 for integer ``W``).
     error : float
         Reconstruction error ``trace((W - weights) H (W - weights)^T)`` on the undamped ``H``.
     magnitude_error : float
@@ -106,6 +108,7 @@ def prune_layer(
     structure: str = "nm",
     mask: Any = None,
     refit: bool = False,
+    refine: bool = False,
     damping: float = 0.01,
     blocksize: int = 128,
 ) -> LayerPruneResult:
@@ -132,6 +135,9 @@ def prune_layer(
         The mask for ``method="refit"`` (must satisfy ``structure``).
     refit : bool, default False
         Re-fit the kept weights of every row exactly (least squares on ``H``) after selecting the mask.
+    refine : bool, default False
+        Improve the method's mask with :func:`refine_mask` (swaps inside groups that lower the exact
+        re-fitted error; ``structure="nm"`` only) and return it with its exact re-fit weights.
     damping : float, default 0.01
         ``H + damping * mean(diag H) * I`` is what the solvers see (keeps it positive definite);
         inputs with ``diag H == 0`` carry no information and are pruned first.
@@ -161,12 +167,15 @@ def prune_layer(
     w_in, h, n, m, structure = check_layer(W, H, n, m, structure)
     _, select = choose(METHODS, method)
     refit = check_bool(refit, "refit")
+    refine = check_bool(refine, "refine")
+    if refine and structure != "nm":
+        raise ValueError(f"refine=True supports structure='nm' only so far, got structure={structure!r}")
     damping = check_fraction(damping, "damping")
     blocksize = check_int(blocksize, "blocksize", minimum=1)
     if method == "refit":
         if mask is None:
             raise ValueError("method='refit' re-fits a given mask: pass mask=")
-        given = given_mask(mask, w_in.shape, n, m, structure)
+        given = given_mask(mask, w_in.shape, n, m, structure, exact=refine)
     elif mask is not None:
         raise ValueError(f"mask= is only used by method='refit', got method={method!r}")
     hd, dead, chol = damped_cholesky(h, damping)
@@ -174,7 +183,10 @@ def prune_layer(
     w[:, dead] = 0.0
     problem = _Problem(w, hd, chol, n, m, structure, blocksize)
     keep, updated = (given, None) if method == "refit" else select(problem)
-    if refit or method == "refit":
+    if refine:
+        refined = refine_checked(w_in, h, keep, m, damping, 100, 1e-9, False, start)
+        keep, updated = refined.mask, refined.weights
+    elif refit or method == "refit":
         updated = refit_rows(hd, w @ hd, keep)
     pruned = np.where(keep, w, 0.0) if updated is None else np.where(keep, updated, 0.0)
 

@@ -212,6 +212,21 @@ def refine_mask(
     max_sweeps = check_int(max_sweeps, "max_sweeps", minimum=0)
     tolerance = check_fraction(tolerance, "tolerance")
     progress = check_bool(progress, "progress")
+    return refine_checked(w_in, h, keep, m, damping, max_sweeps, tolerance, progress, start)
+
+
+def refine_checked(
+    w_in: np.ndarray,
+    h: np.ndarray,
+    keep: np.ndarray,
+    m: int,
+    damping: float,
+    max_sweeps: int,
+    tolerance: float,
+    progress: bool,
+    start: float,
+) -> RefineResult:
+    """:func:`refine_mask` on validated inputs (``h`` float64 undamped, ``keep`` exact N:M bool)."""
     hd, dead, _ = damped_cholesky(h, damping)
     w0 = w_in.astype(np.float64)
     w = w0.copy()
@@ -245,3 +260,10 @@ def refine_mask(
         sweeps=int(-(-visited.max() // groups)) if visited.size and groups else 0,
         seconds=time.perf_counter() - start,
     )
+
+
+def _warmup() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 8))
+    w = rng.normal(size=(2, 8))
+    refine_mask(w, x.T @ x, np.tile([True, True, False, False], (2, 2)), 2, 4)
