@@ -17,8 +17,9 @@ from nmsolve.oneshot.refit import refit_rows
 
 # float64 entries of the per-row search state (A, U and a temporary of U's size) held at once: 256 MiB
 _STATE_ENTRIES = 1 << 25
-# accepted swaps of a row between two recomputations of its state from scratch (bounds rounding drift)
-_REFRESH_SWAPS = 256
+# accepted swaps of a row between two recomputations of its state from scratch (bounds rounding drift;
+# measured at in=384, 2:4: 4000 random swaps leave a relative error of 1.4e-14 in every part of the state)
+_REFRESH_SWAPS = 4096
 
 
 @dataclass(frozen=True, eq=False)
@@ -178,7 +179,7 @@ def refine_mask(
     row is ``w^T Hd w - b_S^T (Hd_SS)^-1 b_S``. The search keeps ``(Hd_SS)^-1``, the re-fitted
     weights and ``(Hd_SS)^-1 Hd_SD`` per row, which give the exact change of the error of every
     in-group swap in ``O(1)``; an accepted swap updates them by two rank-one steps, ``O(k (in - k))``
-    for ``k`` kept weights (recomputed from scratch every 256 swaps). Building them costs a
+    for ``k`` kept weights (recomputed from scratch every 4096 swaps). Building them costs a
     ``k x k`` inverse and a ``k x k`` by ``k x (in - k)`` product per row (batched BLAS).
 
     The result is deterministic and independent of the thread count. The error never increases: a
