@@ -11,7 +11,7 @@ import numpy as np
 
 from nmsolve._validate import check_bool, check_int, choose
 from nmsolve.oneshot._common import check_fraction, check_layer, damped_cholesky, given_mask, row_errors
-from nmsolve.oneshot.refine import refine_checked
+from nmsolve.oneshot.refine import MAX_SWEEPS, TOLERANCE, refine_checked
 from nmsolve.oneshot.refit import refit_rows
 from nmsolve.oneshot.sparsegpt import SELECT, sparsegpt_sweep
 
@@ -184,7 +184,7 @@ def prune_layer(
     problem = _Problem(w, hd, chol, n, m, structure, blocksize)
     keep, updated = (given, None) if method == "refit" else select(problem)
     if refine:
-        refined = refine_checked(w_in, h, keep, m, damping, 100, 1e-9, False, start)
+        refined = refine_checked(w_in, h, keep, m, damping, MAX_SWEEPS, TOLERANCE, False, start)
         keep, updated = refined.mask, refined.weights
     elif refit or method == "refit":
         updated = refit_rows(hd, w @ hd, keep)

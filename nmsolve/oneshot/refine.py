@@ -20,6 +20,9 @@ _STATE_ENTRIES = 1 << 25
 # accepted swaps of a row between two recomputations of its state from scratch (bounds rounding drift;
 # measured at in=384, 2:4: 4000 random swaps leave a relative error of 1.4e-14 in every part of the state)
 _REFRESH_SWAPS = 4096
+# defaults of refine_mask, also used by prune_layer(refine=True)
+MAX_SWEEPS = 100
+TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,8 +130,8 @@ def refine_mask(
     *,
     structure: str = "nm",
     damping: float = 0.01,
-    max_sweeps: int = 100,
-    tolerance: float = 1e-9,
+    max_sweeps: int = MAX_SWEEPS,
+    tolerance: float = TOLERANCE,
     progress: bool = False,
 ) -> RefineResult:
     """Improve an N:M mask of a layer by swaps that lower its exact re-fitted reconstruction error.
