@@ -195,7 +195,7 @@ def prune_layer(
     problem = _Problem(w, hd, np.sqrt(np.diag(h)), chol, n, m, structure, blocksize)
     keep, updated = (given, None) if method == "refit" else select(problem)
     if refit or method == "refit":
-        updated = refit_rows(hd, w @ hd, keep)
+        updated = refit_rows(hd, w @ hd, keep, definite=damping > 0 and problem.chol is not None)
     pruned = np.where(keep, w, 0.0) if updated is None else np.where(keep, updated, 0.0)
 
     w0 = w_in.astype(np.float64)

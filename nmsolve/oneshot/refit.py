@@ -8,24 +8,24 @@ import numpy as np
 _STACK_ENTRIES = 1 << 24
 
 
-def solve_stack(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Solve ``a[i] @ x[i] = b[i]`` for symmetric PSD ``a[i]``; least-squares (minimum-norm) when singular.
+def solve_stack(a: np.ndarray, b: np.ndarray, definite: bool) -> np.ndarray:
+    """Solve ``a[i] @ x[i] = b[i]`` for symmetric PSD ``a[i]``; ``b`` has shape (count, k) or (count, k, rhs).
 
-    ``b`` has shape (count, k) or (count, k, rhs).
+    ``definite``: the caller knows every ``a[i]`` is positive definite (damped); otherwise the
+    minimum-norm least-squares solution is returned, which is exact also when ``a[i]`` is singular
+    (fewer calibration samples than kept weights), where a plain solve would return rounding noise.
     """
     rhs = b if b.ndim == 3 else b[:, :, None]
-    try:
-        out = np.linalg.solve(a, rhs)
-    except np.linalg.LinAlgError:
-        out = np.linalg.pinv(a, hermitian=True) @ rhs  # a singular Gram matrix (fewer samples than kept)
+    out = np.linalg.solve(a, rhs) if definite else np.linalg.pinv(a, hermitian=True) @ rhs
     return out if b.ndim == 3 else out[:, :, 0]
 
 
-def refit_rows(h: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def refit_rows(h: np.ndarray, target: np.ndarray, mask: np.ndarray, *, definite: bool = True) -> np.ndarray:
     """Rows ``w'`` that minimise ``w'^T H w' - 2 target_r^T w'`` with ``w'`` zero outside ``mask[r]``.
 
     For ``target = W @ H`` this is the least-squares re-fit ``argmin ||X w - X w'||^2`` of each row.
     Rows that keep the same set share one factorisation; the others are solved in batches.
+    ``definite=False`` when ``h`` may be singular (see :func:`solve_stack`).
 
     Examples
     --------
@@ -57,8 +57,8 @@ def refit_rows(h: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarra
             if single.any():
                 r = np.array([rows_of[i][0] for i in np.flatnonzero(single)])
                 c = cols_of[single]
-                out[r[:, None], c] = solve_stack(a[single], np.take_along_axis(target[r], c, axis=1))
+                out[r[:, None], c] = solve_stack(a[single], np.take_along_axis(target[r], c, axis=1), definite)
             for i in np.flatnonzero(~single):  # rows sharing a kept set: one factorisation, many right-hand sides
                 r, c = rows_of[i], cols_of[i]
-                out[r[:, None], c[None, :]] = solve_stack(a[i : i + 1], target[r][:, c].T[None])[0].T
+                out[r[:, None], c[None, :]] = solve_stack(a[i : i + 1], target[r][:, c].T[None], definite)[0].T
     return out
