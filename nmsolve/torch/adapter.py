@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from nmsolve._validate import check_nm, choose
+from nmsolve._validate import check_bool, check_nm, choose
 from nmsolve.metrics import kept_fraction
 from nmsolve.torch._convert import to_mask, to_numpy
 
@@ -254,6 +254,7 @@ class MaskParametrization(nn.Module):
     def __init__(
         self, mask: torch.Tensor, *, straight_through: bool = False, backward_mask: torch.Tensor | None = None
     ) -> None:
+        straight_through = check_bool(straight_through, "straight_through")
         super().__init__()
         self.register_buffer("mask", mask)
         self.register_buffer("backward_mask", backward_mask)
@@ -356,6 +357,7 @@ def attach_mask(
     module: nn.Module, mask: Any, *, straight_through: bool = False, backward_mask: Any = None
 ) -> MaskParametrization:
     """Attach ``mask`` (numpy or torch, weight-shaped) to ``module.weight``; return the parametrization."""
+    straight_through = check_bool(straight_through, "straight_through")
     weight = module.weight
     if not isinstance(weight, torch.Tensor):
         raise TypeError(f"{type(module).__name__} has no weight tensor to mask")
@@ -484,6 +486,7 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, Any], *, strict: 
     >>> bool(torch.equal(a.weight, b.weight))
     True
     """
+    strict = check_bool(strict, "strict")
     modules = dict(model.named_modules())
     for key in state_dict:
         match = _MASK_KEY_RE.match(key)
@@ -601,6 +604,7 @@ def select_layers(
     training does.
     """
     inc, exc = _patterns(include, "include"), _patterns(exclude, "exclude")
+    dense_first_last = check_bool(dense_first_last, "dense_first_last")
     types = tuple(types)
     if not types or not all(isinstance(t, type) and issubclass(t, nn.Module) for t in types):
         raise TypeError(f"types must be a non-empty sequence of nn.Module subclasses, got {types!r}")
@@ -801,6 +805,7 @@ def sparsify(
     """
     n, m = check_nm(n, m)
     solve = choose(_METHODS, method)
+    pad = check_bool(pad, "pad")
     opts = dict(options or {})
     chosen, reports = select_layers(
         model, include=include, exclude=exclude, types=types, dense_first_last=dense_first_last

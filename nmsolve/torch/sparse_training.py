@@ -74,7 +74,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nmsolve._validate import check_nm
+from nmsolve._validate import check_bool, check_nm
 from nmsolve.torch._convert import to_numpy
 from nmsolve.torch.adapter import (
     DEFAULT_TYPES,
@@ -366,7 +366,7 @@ class NMTraining(SparseTraining):
 
     def __init__(self, model: nn.Module, n: int = 2, m: int = 4, *, pad: bool = False, **kwargs: Any) -> None:
         self.n, self.m = check_nm(n, m)
-        self.pad = bool(pad)
+        self.pad = check_bool(pad, "pad")
         super().__init__(model, **kwargs)
 
     def skip_reason(self, name: str, module: nn.Module) -> str:

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nmsolve._validate import check_bool
 from nmsolve.fanin import CondensedMatrix, condense, is_constant_fanin
 from nmsolve.fanin._product import linear_unchecked
 from nmsolve.torch._convert import to_mask, to_numpy
@@ -138,6 +139,7 @@ class SRigL(SparseTraining):
         from nmsolve.fanin import fanin_for_sparsity
 
         fanin_for_sparsity(1, sparsity)  # validates sparsity before any layer is touched
+        ablate_last = check_bool(ablate_last, "ablate_last")
         self.sparsity = float(sparsity)
         self.schedule = SRigLSchedule(t_end=t_end, delta=delta, alpha=alpha, gamma_sal=gamma_sal)
         if init not in ("random", "magnitude"):
