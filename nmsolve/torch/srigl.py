@@ -151,6 +151,9 @@ class SRigL(SparseTraining):
         self._masked_before = -1
         self._no_grad: dict[str, int] = {}  # per layer, mask updates skipped for want of a gradient
         super().__init__(model, **kwargs)
+        with torch.no_grad():  # start from exact zeros outside the mask, as RigL does (once every layer is set up)
+            for layer in self.layers.values():
+                layer.weight.mul_(layer.mask)
         if self.layers and not ablate_last:
             list(self.layers.values())[-1].state["srigl"].ablate = False
 
@@ -160,8 +163,6 @@ class SRigL(SparseTraining):
         state = SRigLState.start(self.weight_numpy(layer), self.sparsity, init=self.init, rng=self._rng)
         layer.state["srigl"] = state
         self.set_mask(layer, state.mask)
-        with torch.no_grad():  # start from exact zeros outside the mask, as RigL does
-            layer.weight.mul_(layer.mask)
 
     def before_optimizer_step(self) -> None:
         """Call after ``loss.backward()`` and before ``optimizer.step()``: masks the weight gradients."""
@@ -475,11 +476,15 @@ def condense_model(
     """
     import fnmatch
 
-    from nmsolve.torch.adapter import mask_parametrization
+    from nmsolve.torch.adapter import _patterns, check_model, mask_parametrization
 
+    check_model(model)
+    if masks is not None and not isinstance(masks, Mapping):
+        raise TypeError(f"masks must be a mapping of layer names to masks (e.g. SRigL.bake()), got {masks!r}")
     masks = dict(masks or {})
-    patterns = [include] if isinstance(include, str) else list(include or ["*"])
+    patterns = _patterns(include, "include") or ("*",)
     outcome: dict[str, str] = {}
+    condensed: list[tuple[nn.Module, str, CondensedLinear]] = []  # every layer is condensed before any is replaced
     for parent_name, parent in list(model.named_modules()):
         for child_name, child in list(parent.named_children()):
             name = f"{parent_name}.{child_name}" if parent_name else child_name
@@ -493,6 +498,8 @@ def condense_model(
             elif not is_constant_fanin(keep):
                 outcome[name] = "not constant fan-in"
             else:
-                setattr(parent, child_name, CondensedLinear.from_linear(child, keep))
+                condensed.append((parent, child_name, CondensedLinear.from_linear(child, keep)))
                 outcome[name] = "condensed"
+    for parent, child_name, layer in condensed:
+        setattr(parent, child_name, layer)
     return outcome
