@@ -427,7 +427,9 @@ def bake(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def bake_module(module: nn.Module) -> None:
-    """Remove the mask of ``module`` and multiply its weight by it in place (identity kept)."""
+    """Remove the mask of ``module`` and multiply its weight by it in place (identity kept).
+
+    Pruned weights become exact zeros, an ``inf`` one too (``inf * 0`` would leave NaN)."""
     p = mask_parametrization(module)
     if p is None:
         raise ValueError(f"this {module_kind(module)} has no mask to bake")
@@ -438,7 +440,8 @@ def bake_module(module: nn.Module) -> None:
     _unwatch(module.weight)
     _unwatch(p.backward_mask)
     with torch.no_grad():
-        module.weight.mul_(mask.to(module.weight.dtype))
+        mask = mask.to(module.weight.dtype)
+        module.weight.mul_(mask).masked_fill_(mask == 0, 0.0)  # pruned weights exact zeros, even inf ones
 
 
 def remove_masks(model: nn.Module) -> dict[str, torch.Tensor]:

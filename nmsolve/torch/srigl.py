@@ -153,7 +153,7 @@ class SRigL(SparseTraining):
         super().__init__(model, **kwargs)
         with torch.no_grad():  # start from exact zeros outside the mask, as RigL does (once every layer is set up)
             for layer in self.layers.values():
-                layer.weight.mul_(layer.mask)
+                layer.weight.masked_fill_(layer.mask == 0, 0.0)  # exact zeros (inf * 0 would be NaN)
         if self.layers and not ablate_last:
             list(self.layers.values())[-1].state["srigl"].ablate = False
 
@@ -214,7 +214,7 @@ class SRigL(SparseTraining):
             return
         self.set_mask(layer, result.mask)
         grown = to_mask(result.grown, layer.weight).bool()
-        layer.weight.mul_(layer.mask)  # dropped weights become exact zeros, as in the published code
+        layer.weight.masked_fill_(layer.mask == 0, 0.0)  # dropped weights become exact zeros (even inf ones)
         layer.weight.masked_fill_(grown, 0.0)  # new connections start at zero (RigL)
         if self.optimizer is not None:
             keep = layer.mask.bool() & ~grown
