@@ -244,7 +244,8 @@ def _attach(model: nn.Module, s: Spec) -> Any:
 
 
 def _parametrization(model: nn.Module, s: Spec) -> Any:
-    p = nt.MaskParametrization(torch.ones(3, 3), straight_through=s.seed % 2 == 0)
+    mask = torch.ones(3, 3) if s.bad == "nothing" else s.include  # a bad mask: include's value
+    p = nt.MaskParametrization(mask, straight_through=s.seed % 2 == 0)
     return p(torch.ones(3, 3))
 
 

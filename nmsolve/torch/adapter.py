@@ -255,6 +255,9 @@ class MaskParametrization(nn.Module):
         self, mask: torch.Tensor, *, straight_through: bool = False, backward_mask: torch.Tensor | None = None
     ) -> None:
         straight_through = check_bool(straight_through, "straight_through")
+        for name, value in (("mask", mask), ("backward_mask", backward_mask)):
+            if not isinstance(value, torch.Tensor) and (name == "mask" or value is not None):
+                raise TypeError(f"{name} must be a torch.Tensor (use attach_mask for numpy masks), got {value!r:.80}")
         super().__init__()
         self.register_buffer("mask", mask)
         self.register_buffer("backward_mask", backward_mask)
