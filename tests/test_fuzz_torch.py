@@ -415,3 +415,52 @@ def test_types_may_be_one_class_and_include_must_be_patterns():
         with pytest.raises(TypeError, match="include must be a glob pattern") as err:
             nt.select_layers(model, include=bad)
         assert str(err.value).endswith(f"got {bad!r}")
+
+
+BAD_OPTIONS = {
+    "sparsify options": (lambda model: nt.sparsify(model, options=3), TypeError, "options must be a mapping"),
+    "nm takes no options": (
+        lambda model: nt.sparsify(model, options={"foo": 1}),
+        TypeError,
+        "method='nm' takes no options, got options={'foo': 1}",
+    ),
+    "sparsify scores": (lambda model: nt.sparsify(model, scores=3), TypeError, "scores must be a callable"),
+    "SRigL optimizer": (
+        lambda model: nt.SRigL(model, 0.5, t_end=10, optimizer=3),
+        TypeError,
+        "optimizer must be a torch.optim.Optimizer or None, got 3",
+    ),
+    "LBC score_lr": (lambda model: nt.LBC(model, epochs=4, score_lr="x"), TypeError, "score_lr must be a real"),
+    "BiMask candidates": (lambda model: nt.BiMask(model, candidates="x"), TypeError, "candidates must be an integer"),
+    "TransposableTraining every": (
+        lambda model: nt.TransposableTraining(model, every=0),
+        ValueError,
+        "every must be >= 1, got every=0",
+    ),
+    "condense_model mask dtype": (
+        lambda model: nt.condense_model(model, masks={"0": "x"}),
+        TypeError,
+        "masks['0'] must be a boolean or numeric mask",
+    ),
+    "condense_model mask shape": (
+        lambda model: nt.condense_model(model, masks={"0": torch.ones(3, 3)}),
+        ValueError,
+        "masks['0'] has shape (3, 3), but layer '0' has weight shape (8, 8)",
+    ),
+    "attach_mask backward_mask": (
+        lambda model: nt.attach_mask(model[0], torch.ones(8, 8), backward_mask="x"),
+        TypeError,
+        "backward_mask must be a boolean or numeric array",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_OPTIONS))
+def test_other_bad_options_are_named_before_the_model_changes(case):
+    call, kind, text = BAD_OPTIONS[case]
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
+    before = _state(model)
+    with pytest.raises(kind) as err:
+        call(model)
+    assert text in str(err.value)
+    assert _same(before, _state(model))

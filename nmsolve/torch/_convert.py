@@ -21,14 +21,14 @@ def to_numpy(tensor: torch.Tensor) -> np.ndarray:
     return t.cpu().numpy()
 
 
-def to_mask(mask: Any, like: torch.Tensor) -> torch.Tensor:
+def to_mask(mask: Any, like: torch.Tensor, name: str = "mask") -> torch.Tensor:
     """A numpy (or torch) mask as a tensor on ``like``'s device and dtype (1 = kept, 0 = pruned)."""
     if isinstance(mask, torch.Tensor):
         return mask.to(device=like.device, dtype=like.dtype)
-    arr = as_array(mask, "mask")
+    arr = as_array(mask, name)
     if arr.dtype.kind not in "biuf":
         raise TypeError(
-            f"mask must be a boolean or numeric array or tensor (1 = kept, 0 = pruned), got {mask!r:.80} of "
+            f"{name} must be a boolean or numeric array or tensor (1 = kept, 0 = pruned), got {mask!r:.80} of "
             f"dtype {arr.dtype}"
         )
     return torch.from_numpy(np.ascontiguousarray(arr)).to(device=like.device, dtype=like.dtype)

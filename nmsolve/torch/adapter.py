@@ -372,7 +372,7 @@ def attach_mask(
     t = to_mask(mask, weight)
     if t.shape != weight.shape:
         raise ValueError(f"mask has shape {tuple(t.shape)} but the weight has shape {tuple(weight.shape)}")
-    b = None if backward_mask is None else to_mask(backward_mask, weight)
+    b = None if backward_mask is None else to_mask(backward_mask, weight, "backward_mask")
     p = MaskParametrization(t, straight_through=straight_through, backward_mask=b)
     parametrize.register_parametrization(module, "weight", p)
     return p
@@ -731,6 +731,8 @@ def sort_report(layers: Iterable[LayerReport], model: nn.Module) -> SparsityRepo
 def _nm(weight: np.ndarray, n: int, m: int, pad: bool, options: Mapping[str, Any]) -> np.ndarray:
     from nmsolve.nm import nm_mask
 
+    if options:
+        raise TypeError(f"method='nm' takes no options, got options={dict(options)!r}")
     return nm_mask(np.abs(weight), n, m, axis=1, pad=pad)
 
 
@@ -866,6 +868,12 @@ def sparsify(
     n, m = check_nm(n, m)
     solve = choose(_METHODS, method)
     pad = check_bool(pad, "pad")
+    if options is not None and not isinstance(options, Mapping):
+        raise TypeError(
+            f"options must be a mapping of solver keyword options (e.g. {{'method': 'approx'}}), got {options!r}"
+        )
+    if scores is not None and not callable(scores):
+        raise TypeError(f"scores must be a callable(name, module) returning the layer's scores, got {scores!r:.80}")
     opts = dict(options or {})
     chosen, reports = select_layers(
         model, include=include, exclude=exclude, types=types, dense_first_last=dense_first_last

@@ -146,6 +146,8 @@ class SRigL(SparseTraining):
             raise ValueError(f"init must be one of ['random', 'magnitude'], got {init!r}")
         self.init = init
         self._rng = as_rng(rng)
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {optimizer!r:.80}")
         self.optimizer = optimizer
         self._dense_grads: dict[str, np.ndarray] = {}
         self._masked_before = -1
@@ -453,6 +455,20 @@ class CondensedLinear(nn.Module):
         )
 
 
+def _mask_of(mask: Any, linear: nn.Linear, name: str) -> np.ndarray:
+    """``masks[name]`` of :func:`condense_model` as a boolean array in the weight's shape."""
+    from nmsolve._validate import as_array
+
+    arr = to_numpy(mask) if isinstance(mask, torch.Tensor) else as_array(mask, f"masks[{name!r}]")
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"masks[{name!r}] must be a boolean or numeric mask, got {mask!r:.80} of dtype {arr.dtype}")
+    if arr.shape != tuple(linear.weight.shape):
+        raise ValueError(
+            f"masks[{name!r}] has shape {arr.shape}, but layer {name!r} has weight shape {tuple(linear.weight.shape)}"
+        )
+    return arr != 0
+
+
 def condense_model(
     model: nn.Module, masks: Mapping[str, Any] | None = None, *, include: str | Sequence[str] | None = None
 ) -> dict[str, str]:
@@ -490,7 +506,7 @@ def condense_model(
             name = f"{parent_name}.{child_name}" if parent_name else child_name
             if not isinstance(child, nn.Linear) or not any(fnmatch.fnmatchcase(name, p) for p in patterns):
                 continue
-            keep = to_numpy(masks[name]) != 0 if name in masks else to_numpy(child.weight) != 0
+            keep = _mask_of(masks[name], child, name) if name in masks else to_numpy(child.weight) != 0
             if mask_parametrization(child) is not None:
                 outcome[name] = "still parametrized: bake the model first"
             elif keep.all():
