@@ -155,6 +155,45 @@ def test_named_blocks():
     assert nt.prune_oneshot(outer, mlp_data(), 1, 4, blocks="0", progress=False).blocks == ("0.0", "0.2", "0.4")
 
 
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 16)
+
+    def forward(self, hidden_states, scale=1.0):
+        return (hidden_states + scale * torch.tanh(self.fc(hidden_states)), "extra")
+
+
+class KeywordStack(nn.Module):
+    """Blocks called with the hidden states as a keyword, returning a tuple."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.blocks = nn.ModuleList(Residual() for _ in range(3))
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, x, scale=0.5):
+        for block in self.blocks:
+            x = block(hidden_states=x, scale=scale)[0]
+        return self.head(x)
+
+
+def test_keyword_hidden_states_and_tuple_outputs(monkeypatch):
+    model, data = KeywordStack(), mlp_data()
+    dense = copy.deepcopy(model)
+    rec = Recorder(monkeypatch)
+    report = nt.prune_oneshot(model, [{"x": x, "scale": 0.5} for x in data], 2, 4, progress=False)
+    assert report.blocks == ("blocks.0", "blocks.1", "blocks.2")
+    assert [(r.name, r.reason) for r in report.skipped] == [("head", "outside the blocks")]
+    x = torch.cat(data)
+    with torch.no_grad():
+        for i in range(3):  # hand-run: block i's input comes from the pruned blocks before it
+            np.testing.assert_allclose(rec.calls[i][1], (x.T.double() @ x.double()).numpy(), rtol=1e-9, atol=1e-8)
+            x = model.blocks[i](hidden_states=x, scale=0.5)[0]
+    assert not torch.equal(model.blocks[2].fc.weight, dense.blocks[2].fc.weight)
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -178,6 +217,7 @@ class Holder(nn.Module):
         (mlp, [], {}, ValueError, "no batches"),
         (mlp, mlp_data()[0], {}, TypeError, "list"),
         (mlp, [np.zeros((4, 16))], {}, TypeError, "batch 0 is a ndarray"),
+        (mlp, [{"inputs": torch.zeros(4, 16)}], {}, TypeError, "inputs"),
         (mlp, mlp_data(), {"method": "obs"}, ValueError, "obs"),
         (mlp, mlp_data(), {"structure": "diag"}, ValueError, "diag"),
         (mlp, mlp_data(), {"blocks": "encoder.layer"}, ValueError, "encoder.layer"),

@@ -644,7 +644,8 @@ def prune_oneshot(
                     if bar is not None:
                         bar.update(1)
                 if index + 1 < len(block_list):
-                    stored = [_next_inputs(s, _hidden(_run(block, s), block)) for s in stored]
+                    for i, inputs in enumerate(stored):  # in place: each old input is freed as it is replaced
+                        stored[i] = _next_inputs(inputs, _hidden(_run(block, inputs), block))
     finally:
         if bar is not None:
             bar.close()
