@@ -238,6 +238,15 @@ def test_bad_input_is_refused_and_leaves_the_model_unchanged(make, calibration, 
     assert_unchanged(model, before)
 
 
+def test_layers_outside_the_blocks_are_not_checked():
+    model = Holder()
+    model.head = nn.Linear(16, 6)  # out=6: no transposable mask, but it is outside the blocks anyway
+    nt.sparsify(model, 1, 2, include="head")  # and it carries a mask: not touched either
+    report = nt.prune_oneshot(model, mlp_data(), 2, 4, structure="transposable", progress=False)
+    assert [r.name for r in report.layers] == ["layers.0", "layers.1"]
+    assert [(r.name, r.reason) for r in report.skipped] == [("head", "outside the blocks")]
+
+
 def test_masked_layers_are_refused():
     model = mlp()
     nt.sparsify(model, 2, 4, include="2")

@@ -535,9 +535,9 @@ def prune_oneshot(
     ------
     ValueError
         ``n >= m``, an unknown method/structure/blocks path, no calibration batch, no Linear layer
-        chosen (or none inside the blocks), a chosen layer whose ``in`` (``out`` for transposable)
-        is not a multiple of ``m`` (exclude it), non-finite weights, a chosen layer that already
-        carries a mask (:func:`nmsolve.torch.sparsify`: call ``bake`` or ``remove_masks`` first) or
+        chosen (or none inside the blocks), a chosen layer inside the blocks whose ``in`` (``out``
+        for transposable) is not a multiple of ``m`` (exclude it), non-finite weights, such a layer
+        that already carries a mask (:func:`nmsolve.torch.sparsify`: call ``bake`` or ``remove_masks`` first) or
         another parametrization. All of these are raised before the model is changed.
     TypeError
         A batch or argument of the wrong type.
@@ -584,7 +584,6 @@ def prune_oneshot(
             "no Linear layer to prune: the model has none"
             + (" matching include/exclude" if include is not None or exclude is not None else "")
         )
-    _check_layers(chosen, m, structure)
     layers = {id(module) for _, module in chosen}
     block_list = _find_blocks(model, blocks, layers)
     if not block_list:
@@ -599,6 +598,7 @@ def prune_oneshot(
     for name, module in chosen:
         if id(module) not in inside:
             skipped.append(LayerReport(name, "Linear", tuple(module.weight.shape), reason="outside the blocks"))
+    _check_layers([(name, module) for name, module in chosen if id(module) in inside], m, structure)
 
     flags = [(module, module.training) for module in model.modules()]
     model.eval()
