@@ -147,7 +147,7 @@ def test_unknown_architecture_and_missing_transformers(tmp_path, capsys, monkeyp
     folder = tmp_path / "model"
     save_tiny_bert(folder)
     calib = write_text(tmp_path / "calib.txt")
-    monkeypatch.setattr(hf_model, "_load", lambda source: (torch.nn.Sequential(torch.nn.Linear(8, 8)), None))
+    monkeypatch.setattr(hf_model, "_load", lambda source, progress: (torch.nn.Sequential(torch.nn.Linear(8, 8)), None))
     code, _, stderr = run(capsys, folder, tmp_path / "out", "--calibration", calib)
     assert code == 2 and "unknown architecture Sequential" in stderr
     monkeypatch.undo()

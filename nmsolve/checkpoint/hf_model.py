@@ -102,6 +102,20 @@ def _check_destination(destination: Path, source: Path, overwrite: bool) -> None
 
 
 @contextlib.contextmanager
+def _quiet(transformers: Any, progress: bool) -> Iterator[None]:
+    """transformers' own progress bars (loading, saving) only when ``progress``."""
+    logging = transformers.utils.logging
+    enabled = logging.is_progress_bar_enabled()
+    if not progress:
+        logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled and not progress:
+            logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
 def _offline() -> Iterator[None]:
     """HF_HUB_OFFLINE=1 (and TRANSFORMERS_OFFLINE=1) while the model loads: never reach the network."""
     old = {key: os.environ.get(key) for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
@@ -128,11 +142,11 @@ def _import_transformers() -> Any:
     return transformers
 
 
-def _load(folder: Path) -> tuple[Any, Any]:
+def _load(folder: Path, progress: bool = False) -> tuple[Any, Any]:
     """(model, tokenizer) from ``folder``: the class named in config.json's ``architectures`` (so task
     heads are kept), else ``AutoModel``; its weights must all be used."""
     transformers = _import_transformers()
-    with _offline():
+    with _offline(), _quiet(transformers, progress):
         try:
             config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
             names = getattr(config, "architectures", None) or []
@@ -284,7 +298,7 @@ def prune_model_folder(
     _check_source(source)
     _check_destination(destination, source, overwrite)
     texts = read_calibration(calibration, samples)
-    model, tokenizer = _load(source)
+    model, tokenizer = _load(source, progress)
     import torch
 
     import nmsolve.torch as nt
@@ -323,7 +337,8 @@ def prune_model_folder(
         options: dict[str, Any] = {} if shard is None else {"max_shard_size": shard}
         if "safe_serialization" in inspect.signature(model.save_pretrained).parameters:
             options["safe_serialization"] = True
-        model.save_pretrained(temp, **options)
+        with _quiet(_import_transformers(), progress):
+            model.save_pretrained(temp, **options)
         written = sorted(p.name for p in temp.iterdir() if _is_weight(p) and p.name not in before)
         umask = os.umask(0)
         os.umask(umask)
