@@ -359,7 +359,13 @@ def add_prune_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_prune_model(args: argparse.Namespace) -> int:
     """``nmsolve prune-model MODEL_DIR OUT_DIR --calibration FILE ...``: prune, write, print the table."""
-    from nmsolve.checkpoint import ModelPruneResult, prune_model_folder
+    try:
+        from nmsolve.torch.model_folder import ModelPruneResult, prune_model_folder
+    except ImportError as err:
+        raise CliError(
+            f"prune-model needs torch and transformers ({err}); "
+            "install them, e.g. pip install nmsolve[torch] transformers"
+        ) from None
 
     result: ModelPruneResult = _cli_call(
         lambda: prune_model_folder(

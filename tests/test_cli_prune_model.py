@@ -142,7 +142,7 @@ def test_bad_input_exits_nonzero_and_writes_nothing(setup, capsys, change, messa
 
 
 def test_unknown_architecture_and_missing_transformers(tmp_path, capsys, monkeypatch):
-    from nmsolve.checkpoint import hf_model
+    from nmsolve.torch import model_folder as hf_model
 
     folder = tmp_path / "model"
     save_tiny_bert(folder)

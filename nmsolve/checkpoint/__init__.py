@@ -10,8 +10,6 @@ in :mod:`nmsolve.cli`); it never parses arguments or prints.
   readers and writers of each format, atomic writing, dtype codes. Knows nothing about pruning.
 * :mod:`~nmsolve.checkpoint.prune`: which tensors are pruned, the mask methods, and
   :func:`prune_checkpoint`.
-* :mod:`~nmsolve.checkpoint.hf_model`: :func:`prune_model_folder`, one-shot pruning of a Hugging Face
-  model folder on calibration text (needs torch and transformers, imported when it runs).
 * :mod:`~nmsolve.checkpoint.report`: :func:`checkpoint_report`, how far each weight is from N:M and
   what each method would keep.
 
@@ -27,7 +25,6 @@ array([[0., 0., 3., 4., 0., 0., 7., 8.]])
 """
 
 from nmsolve.checkpoint.formats import CheckpointError, TensorInfo, open_checkpoint, write_checkpoint
-from nmsolve.checkpoint.hf_model import ModelPruneResult, prune_model_folder
 from nmsolve.checkpoint.prune import (
     DEFAULT_EXCLUDE,
     MASK_METHODS,
@@ -48,13 +45,11 @@ __all__ = [
     "LayerPrune",
     "LayerReport",
     "MaskMethod",
-    "ModelPruneResult",
     "PruneResult",
     "TensorInfo",
     "checkpoint_report",
     "mask_methods",
     "open_checkpoint",
     "prune_checkpoint",
-    "prune_model_folder",
     "write_checkpoint",
 ]

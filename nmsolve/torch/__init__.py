@@ -6,7 +6,9 @@ submodules listed in ``_EXPORTS``; a training method is added by one line there.
 * :func:`sparsify`, :func:`bake`, :func:`remove_masks`, :func:`get_masks`, :func:`load_state_dict`,
   :func:`to_semi_structured` (:mod:`nmsolve.torch.adapter`): one-shot masks on a model.
 * :func:`prune_oneshot` (:mod:`nmsolve.torch.oneshot`): one-shot N:M pruning on calibration data, block by
-  block (SparseGPT, Wanda, magnitude; weights updated in place).
+  block (SparseGPT, Wanda, magnitude; weights updated in place); :func:`prune_model_folder`
+  (:mod:`nmsolve.torch.model_folder`): the same for a Hugging Face model folder on calibration text,
+  written as a new folder (the library behind ``nmsolve prune-model``).
 * :class:`SparseTraining` / :class:`NMTraining` (:mod:`nmsolve.torch.sparse_training`): the base of the
   training methods :class:`SRSTE`, :class:`LBC`, :class:`BiMask`, :class:`TransposableTraining`.
 """
@@ -45,6 +47,8 @@ _EXPORTS: dict[str, str] = {
     "OneShotReport": "nmsolve.torch.oneshot",
     "OneShotLayerReport": "nmsolve.torch.oneshot",
     "repeated_blocks": "nmsolve.torch.oneshot",
+    "prune_model_folder": "nmsolve.torch.model_folder",
+    "ModelPruneResult": "nmsolve.torch.model_folder",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -69,6 +73,7 @@ if TYPE_CHECKING:
     )
     from nmsolve.torch.bimask import BiMask
     from nmsolve.torch.lbc import LBC
+    from nmsolve.torch.model_folder import ModelPruneResult, prune_model_folder
     from nmsolve.torch.oneshot import OneShotLayerReport, OneShotReport, prune_oneshot, repeated_blocks
     from nmsolve.torch.sparse_training import Layer, NMTraining, SparseTraining
     from nmsolve.torch.srigl import CondensedLinear, SRigL, condense_model
