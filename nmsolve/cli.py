@@ -319,6 +319,88 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_prune_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``nmsolve prune-model``."""
+    parser.add_argument(
+        "model_dir", metavar="MODEL_DIR", help="Hugging Face model folder (config.json, weights, tokenizer)"
+    )
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="folder to write: a copy of MODEL_DIR with pruned weights")
+    parser.add_argument(
+        "--calibration", required=True, metavar="TEXT_FILE", help="UTF-8 text, one sentence or paragraph per line"
+    )
+    parser.add_argument("--n", type=int, default=2, help="keep n of every m (default 2)")
+    parser.add_argument("--m", type=int, default=4, help="group size m (default 4)")
+    parser.add_argument(
+        "--method",
+        choices=["sparsegpt", "wanda", "magnitude"],
+        default="sparsegpt",
+        help="mask selection (default sparsegpt: with error compensation)",
+    )
+    parser.add_argument("--structure", choices=["nm", "transposable"], default="nm", help="N:M, or N:M both ways")
+    parser.add_argument("--refine", action="store_true", help="improve each mask by local search (slower)")
+    parser.add_argument("--samples", type=int, default=128, help="calibration lines to use (default 128)")
+    parser.add_argument("--max-length", type=int, default=128, help="tokens per line at most (default 128)")
+    parser.add_argument("--batch-size", type=int, default=16, help="lines per calibration batch (default 16)")
+    parser.add_argument(
+        "--include",
+        action="append",
+        default=None,
+        metavar="GLOB",
+        help="only Linear layers whose module name matches (fnmatch glob, e.g. '*.intermediate.dense'; repeatable)",
+    )
+    parser.add_argument(
+        "--exclude", action="append", default=None, metavar="GLOB", help="skip Linear layers that match (repeatable)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
+    progress = parser.add_mutually_exclusive_group()
+    progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show a bar")
+    progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
+
+
+def run_prune_model(args: argparse.Namespace) -> int:
+    """``nmsolve prune-model MODEL_DIR OUT_DIR --calibration FILE ...``: prune, write, print the table."""
+    try:
+        from nmsolve.torch.model_folder import ModelPruneResult, prune_model_folder
+    except ImportError as err:
+        raise CliError(
+            f"prune-model needs torch and transformers ({err}); "
+            "install them, e.g. pip install nmsolve[torch] transformers"
+        ) from None
+
+    result: ModelPruneResult = _cli_call(
+        lambda: prune_model_folder(
+            args.model_dir,
+            args.out_dir,
+            args.calibration,
+            args.n,
+            args.m,
+            method=args.method,
+            structure=args.structure,
+            refine=args.refine,
+            samples=args.samples,
+            max_length=args.max_length,
+            batch_size=args.batch_size,
+            include=args.include,
+            exclude=args.exclude,
+            overwrite=args.overwrite,
+            progress=_show_progress(args),
+        )
+    )
+    print(result.report)
+    print(
+        f"\ncalibration: {result.samples} lines, {result.tokens:,} tokens; total {result.seconds:.2f} s"
+        f"\nwrote {result.destination} ({', '.join(result.weight_files)})"
+    )
+    if result.files_copied:
+        print(f"copied {', '.join(result.files_copied)}")
+    if result.files_not_copied:
+        print(
+            "note: not copied (the input's weights, or exports of the dense model): "
+            + ", ".join(result.files_not_copied)
+        )
+    return 0
+
+
 # --------------------------------------------------------------------------- shared pieces
 
 
@@ -338,6 +420,11 @@ COMMANDS: dict[str, Command] = {
         "prune a checkpoint (.safetensors, .npz, .pt) to N:M or transposable N:M and write a new one",
         add_prune_arguments,
         run_prune,
+    ),
+    "prune-model": (
+        "prune a Hugging Face model folder to N:M on calibration text (SparseGPT-style, block by block)",
+        add_prune_model_arguments,
+        run_prune_model,
     ),
     "report": (
         "how far each tensor of a checkpoint is from N:M / transposable N:M, and what each method keeps",

@@ -18,6 +18,7 @@ from nmsolve._validate import (
     choose,
     reject_nan,
 )
+from nmsolve.oneshot.refit import refit_rows
 
 
 @dataclass(frozen=True, eq=False)
@@ -151,17 +152,6 @@ def _row_errors(delta: np.ndarray, gram: np.ndarray) -> np.ndarray:
     return np.maximum(np.einsum("ij,ij->i", delta @ gram, delta), 0.0)
 
 
-def _solve_stack(a: np.ndarray, b: np.ndarray, regularised: bool) -> np.ndarray:
-    """Solve ``a[i] @ x[i] = b[i]`` for symmetric PSD ``a[i]``; minimum-norm solutions when singular."""
-    if regularised:
-        try:
-            return np.linalg.solve(a, b[:, :, None])[:, :, 0]
-        except np.linalg.LinAlgError:
-            pass
-    # without ridge the normal equations can be singular (fewer samples than kept weights)
-    return np.einsum("ijk,ik->ij", np.linalg.pinv(a, hermitian=True), b)
-
-
 def _refit(
     w: np.ndarray, masked: np.ndarray, mask: np.ndarray, gram: np.ndarray, ridge: float, scale: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -178,24 +168,9 @@ def _refit(
         return out, err_masked, err_masked.copy()
     diag = float(np.mean(np.diag(gram)))
     lam = ridge * (diag if diag > 0 else 1.0)
-    target = w @ gram  # row r: G w_r, the right-hand side X^T y_r of the normal equations
-    kept = mask.sum(axis=1)
-    for k in np.unique(kept):
-        if k == 0:
-            continue
-        idx = np.flatnonzero(kept == k)
-        chunk = max(1, (1 << 24) // int(k * k))
-        for lo in range(0, len(idx), chunk):
-            part = idx[lo : lo + chunk]
-            cols_of = np.nonzero(mask[part])[1].reshape(len(part), k)
-            a = gram[cols_of[:, :, None], cols_of[:, None, :]]
-            a[:, np.arange(k), np.arange(k)] += lam
-            b = np.take_along_axis(target[part], cols_of, axis=1)
-            sol = _solve_stack(a, b, lam > 0)
-            rows_new = np.zeros((len(part), cols))
-            np.put_along_axis(rows_new, cols_of, sol, axis=1)
-            with np.errstate(over="ignore", invalid="ignore"):
-                out[part] = (rows_new * scale).astype(out.dtype)
+    ridged = gram + lam * np.eye(cols)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = (refit_rows(ridged, w @ gram, mask, definite=lam > 0) * scale).astype(out.dtype)
     with np.errstate(over="ignore", invalid="ignore"):
         err_out = _row_errors(out.astype(np.float64) / scale - w, gram)
     worse = ~(err_out < err_masked)  # keep W * mask unless strictly better (also catches NaN, inf)

@@ -60,3 +60,37 @@ def gaussian_matrix(rows: int, cols: int, *, seed: int = 0, dtype: type = np.flo
     rows = check_int(rows, "rows", minimum=0)
     cols = check_int(cols, "cols", minimum=0)
     return np.random.default_rng(seed).standard_normal((rows, cols), dtype=np.float64).astype(dtype)
+
+
+def documentation_sentences(part: str = "calibration") -> list[str]:
+    """English sentences from Python's own documentation (``pydoc_data.topics``), for calibration and evaluation.
+
+    The topics are split by position: even-numbered topics (in sorted order) give the
+    ``"calibration"`` part, odd-numbered ones the ``"evaluation"`` part, so the two share no text.
+    Sentences are prose only: 6 to 40 words, mostly letters, ending with ``.``, ``!`` or ``?``.
+    The text is written by the Python documentation team, not by this project, and ships with every
+    CPython, so no download is needed.
+
+    Examples
+    --------
+    >>> calibration, evaluation = documentation_sentences("calibration"), documentation_sentences("evaluation")
+    >>> len(calibration) > 500 and len(evaluation) > 500 and not set(calibration) & set(evaluation)
+    True
+    """
+    import pydoc_data.topics
+
+    parts = ("calibration", "evaluation")
+    if part not in parts:
+        raise ValueError(f"part must be one of {list(parts)}, got {part!r}")
+    wanted = parts.index(part)
+    found: list[str] = []
+    other: list[str] = []
+    for index, key in enumerate(sorted(pydoc_data.topics.topics)):
+        text = re.sub(r"\s+", " ", pydoc_data.topics.topics[key])
+        for sentence in re.split(r"(?<=[.!?])\s+(?=[A-Z])", text):
+            words = sentence.split()
+            prose = sum(c.isalpha() for c in sentence) > 0.7 * len(sentence) and sentence[-1] in ".!?"
+            if 6 <= len(words) <= 40 and prose:
+                (found if index % 2 == wanted else other).append(sentence)
+    elsewhere = set(other)
+    return list(dict.fromkeys(s for s in found if s not in elsewhere))  # no sentence in both parts, no repeats

@@ -433,8 +433,13 @@ def nm_mask(scores: Any, n: int = 2, m: int = 4, *, axis: int = -1, pad: bool = 
     >>> nm_mask(np.array([[0.1, -3.0, 2.0, 2.0, 5.0, 0.0, 1.0, 4.0]]), n=2, m=4).astype(int)
     array([[0, 0, 1, 1, 1, 0, 0, 1]])
     """
+    return _nm_mask(scores, n, m, axis, pad, "scores")
+
+
+def _nm_mask(scores: Any, n: Any, m: Any, axis: Any, pad: Any, name: str) -> np.ndarray:
+    """:func:`nm_mask`, naming its input ``name`` in errors (``weights`` for :func:`magnitude_mask`)."""
     n, m = check_nm(n, m)
-    x = as_scores(scores)
+    x = as_scores(scores, name)
     axis = check_axis(axis, x.ndim)
     check_group_length(x.shape[axis], m, axis, pad)
     if m > x.shape[axis] > 0:
@@ -445,12 +450,12 @@ def nm_mask(scores: Any, n: int = 2, m: int = 4, *, axis: int = -1, pad: bool = 
         # groups of m consecutive rows, compared across contiguous columns: no transposed copy
         out = np.empty(x.shape, dtype=np.bool_)
         if out.size and _mask_cols(x, n, m, out) >= 0:
-            reject_nan(x)
+            reject_nan(x, name)
         return out
     x2, moved_shape = rows_along(x, axis)
     out = np.empty(x2.shape, dtype=np.bool_)
     if out.size and _mask_rows(x2, n, m, out) >= 0:
-        reject_nan(x)  # rare path: locate the NaN in the caller's coordinates
+        reject_nan(x, name)  # rare path: locate the NaN in the caller's coordinates
     return restore_rows(out, moved_shape, axis)
 
 
@@ -467,7 +472,7 @@ def magnitude_mask(weights: Any, n: int = 2, m: int = 4, *, axis: int = -1, pad:
     absw = np.abs(w)
     if absw.dtype == np.int64:
         absw = absw.view(np.uint64)  # exact: np.abs(-2**63) wraps to -2**63, which is 2**63 as uint64
-    return nm_mask(absw, n, m, axis=axis, pad=pad)
+    return _nm_mask(absw, n, m, axis, pad, "weights")
 
 
 def is_nm(mask: Any, n: int, m: int, *, axis: int = -1, exact: bool = False, pad: bool = False) -> bool:

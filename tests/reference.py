@@ -367,6 +367,40 @@ def ridge_refit_lstsq(w: np.ndarray, mask: np.ndarray, x: np.ndarray, lam: float
     return out
 
 
+def sparsegpt_columnwise(w: np.ndarray, h: np.ndarray, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """SparseGPT one column at a time from explicit inverses (no Cholesky, no lazy blocks).
+
+    At column j the optimal-brain-surgeon quantities come from ``G = inv(H[j:, j:])``: the saliency of
+    column j is ``w_j^2 / G[0, 0]`` (chosen at the start of each group of m for the whole group), and
+    pruning it moves the rest of the row by ``-(w_j - q_j) G[0, 1:] / G[0, 0]``. ``h`` is already damped.
+    """
+    w = w.astype(np.float64).copy()
+    rows, cols = w.shape
+    mask = np.zeros(w.shape, dtype=bool)
+    for j in range(cols):
+        if j % m == 0:
+            d = np.array([np.linalg.inv(h[c:, c:])[0, 0] for c in range(j, j + m)])
+            saliency = w[:, j : j + m] ** 2 / d
+            for r in range(rows):
+                order = sorted(range(m), key=lambda c: (-saliency[r, c], c))
+                mask[r, [j + c for c in order[:n]]] = True
+        g = np.linalg.inv(h[j:, j:])
+        for r in range(rows):
+            if not mask[r, j]:
+                w[r, j:] -= w[r, j] * g[0, :] / g[0, 0]
+                w[r, j] = 0.0
+    return w, mask
+
+
+def row_refit_lstsq(x: np.ndarray, w: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Each row's kept weights fitted by ``numpy.linalg.lstsq`` on the calibration inputs ``x``."""
+    out = np.zeros(w.shape)
+    for r in range(w.shape[0]):
+        kept = np.flatnonzero(mask[r])
+        out[r, kept] = np.linalg.lstsq(x[:, kept], x @ w[r], rcond=None)[0]
+    return out
+
+
 def refit_row_error(hd: np.ndarray, w: np.ndarray, keep: np.ndarray, h: np.ndarray | None = None) -> float:
     """``(w - v)^T h (w - v)`` for ``v = argmin (w - v)^T hd (w - v)`` zero outside ``keep`` (``h`` defaults to
     ``hd``), by a direct least-squares solve of the kept system."""

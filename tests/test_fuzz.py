@@ -37,8 +37,16 @@ from tests.reference import (
     transposable_optimum_bruteforce,
 )
 
+# as the "ci" profile of tests/conftest.py: derandomized, 50 examples; HYPOTHESIS_PROFILE=thorough explores
+# with fresh random examples
+THOROUGH = os.environ.get("HYPOTHESIS_PROFILE") == "thorough"
 FUZZ = settings(
-    max_examples=50, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None
+    max_examples=200 if THOROUGH else 50,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=not THOROUGH,
+    database=None,
+    print_blob=True,
 )
 
 NUMERIC = ["b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8", "g", "c8", "c16"]
@@ -492,6 +500,23 @@ def _snapshot(x: Any) -> Any:
     return np.asarray(x).tolist(), None
 
 
+def _value_tokens(x: np.ndarray, p: Params) -> list[str]:
+    """How a message can show the offending value: n or m as passed, x's dtype, shape or dimensions."""
+    arr = np.asarray(x)
+    tokens = [f"n={p.n}", f"m={p.m}", f"{p.n}:{p.m}", f"m = {p.m}", str(arr.shape), f"{arr.ndim}-d"]
+    tokens += [str(arr.dtype), arr.dtype.name, str(arr.dtype.newbyteorder("=")), repr(arr.dtype)]
+    if np.ma.isMaskedArray(x):
+        tokens.append("masked")
+    return tokens
+
+
+def _names_the_value(message: str, x: np.ndarray, p: Params, words: tuple[str, ...]) -> bool:
+    """The message names the argument (its name, one of ``words``, or an option: pad, exact, axis) or
+    shows the offending value; a generic word ("dtype", "shape") without the value is not enough."""
+    names = (*words, "pad", "exact", "axis")
+    return any(w in message for w in names) or any(t in message for t in _value_tokens(x, p))
+
+
 def _run(name: str, x: np.ndarray, p: Params) -> None:
     call, oracle, words = CALLS[name]
     before = _snapshot(x)
@@ -503,9 +528,7 @@ def _run(name: str, x: np.ndarray, p: Params) -> None:
         message = str(err)
         assert "numba" not in message.lower() and "nopython" not in message, message
         assert type(err).__module__ in ("builtins", "nmsolve.checkpoint.formats"), repr(err)
-        assert (len(message) > 15 and (not words or any(w in message for w in words))) or any(
-            w in message for w in ("n=", "m=", "n must", "m must", "pad", "exact", "dtype", "shape", "axis")
-        ), f"{name}: the message does not say what was wrong: {message!r}"
+        assert _names_the_value(message, x, p, words), f"{name}: the message does not say what was wrong: {message!r}"
         check = MUST_SUCCEED.get(name)
         assert check is None or not check(x, p), f"{name} refused a valid input: {message}"
     else:

@@ -233,6 +233,7 @@ def test_prune_layer_refine():
         (lambda a: a.update(H=a["H"] - 10 * np.abs(a["H"]).max() * np.eye(8)), ValueError, "positive semidefinite"),
         (lambda a: a.update(H=-np.eye(8) + np.ones((8, 8)) * 0.1), ValueError, "positive semidefinite"),
         (lambda a: a.update(H=np.eye(6)), ValueError, "H must have shape"),
+        (lambda a: a.update(H=np.ones((8, 8)), damping=0.0), ValueError, "damping > 0"),
         (lambda a: a.update(W=np.ones((4, 12)), H=np.eye(12)), ValueError, "mask has shape"),
         (lambda a: a.update(W=np.ones(8)), ValueError, "W must have at least 2"),
         (lambda a: a.update(mask=np.ones((4, 8), bool)), ValueError, "not N:M"),

@@ -43,6 +43,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from nmsolve._validate import check_bool
+
 __all__ = [
     "FORMATS",
     "WRITERS",
@@ -841,6 +843,7 @@ def write_checkpoint(
     ...     ckpt.read("fc").shape
     (2, 4)
     """
+    overwrite = check_bool(overwrite, "overwrite")
     path = Path(path)
     fmt = format_of(path)
     check_writable(fmt, infos, path)

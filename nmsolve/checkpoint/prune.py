@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from nmsolve._progress import progress_bar
-from nmsolve._validate import check_nm, choose, reject_nan
+from nmsolve._validate import check_bool, check_nm, choose, reject_nan
 from nmsolve.checkpoint.formats import (
     FORMATS,
     WRITERS,
@@ -314,6 +314,8 @@ def prune_checkpoint(
            [ 0.,  0., 11., 12.,  0.,  0., 15., 16.]])
     """
     n, m = check_nm(n, m)
+    overwrite = check_bool(overwrite, "overwrite")
+    progress = check_bool(progress, "progress")
     start = time.perf_counter()
     source, destination = Path(source), Path(destination)
     masks_path = Path(masks) if masks is not None else None

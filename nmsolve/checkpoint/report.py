@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from nmsolve._progress import progress_bar
-from nmsolve._validate import check_nm
+from nmsolve._validate import check_bool, check_nm
 from nmsolve.checkpoint.formats import Reader, TensorInfo, open_checkpoint
 from nmsolve.checkpoint.prune import (
     DEFAULT_EXCLUDE,
@@ -120,6 +120,7 @@ def checkpoint_report(
     (0.5, 0.8)
     """
     n, m = check_nm(n, m)
+    progress = check_bool(progress, "progress")
     chosen_methods = list(DEFAULT_REPORT_METHODS if methods is None else methods)
     for method in chosen_methods:
         mask_method(method)  # an unknown name fails before anything is read

@@ -68,11 +68,13 @@ def check_layer(W: Any, H: Any, n: Any, m: Any, structure: Any) -> tuple[np.ndar
     scale = float(np.abs(h64).max()) if h64.size else 0.0
     if h64.size and np.abs(h64 - h64.T).max() > 1e-6 * scale:
         i, j = np.unravel_index(int(np.argmax(np.abs(h64 - h64.T))), h64.shape)
-        raise ValueError(f"H must be symmetric, but H[{i}, {j}]={h64[i, j]!r} and H[{j}, {i}]={h64[j, i]!r}")
+        raise ValueError(
+            f"H must be symmetric, but H[{i}, {j}]={float(h64[i, j])!r} and H[{j}, {i}]={float(h64[j, i])!r}"
+        )
     diag = np.diag(h64)
     if (diag < 0).any():
         d = int(np.argmax(diag < 0))
-        raise ValueError(f"H is not positive semidefinite: H[{d}, {d}]={diag[d]!r} < 0; H should be X.T @ X")
+        raise ValueError(f"H is not positive semidefinite: H[{d}, {d}]={float(diag[d])!r} < 0; H should be X.T @ X")
     return w, h64, n, m, structure
 
 
@@ -119,17 +121,22 @@ def damped(h: np.ndarray, damping: float) -> tuple[np.ndarray, np.ndarray]:
     return out, dead
 
 
-def damped_cholesky(h: np.ndarray, damping: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(H_damped, dead, L)`` with ``L`` the lower Cholesky factor; a clear error if H is not PSD."""
+def damped_cholesky(h: np.ndarray, damping: float) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(H_damped, dead, L)``: ``L`` the lower Cholesky factor, None if ``H_damped`` is PSD but singular.
+
+    A matrix that is not positive semidefinite (beyond rounding) gets a clear error.
+    """
     hd, dead = damped(h, damping)
     try:
-        chol = np.linalg.cholesky(hd)
+        return hd, dead, np.linalg.cholesky(hd)
     except np.linalg.LinAlgError:
-        raise ValueError(
-            "H is not positive semidefinite (the Cholesky factorisation of H + damping * mean(diag H) * I "
-            f"failed with damping={damping}); H should be X.T @ X of real inputs, or raise damping"
-        ) from None
-    return hd, dead, chol
+        lowest = float(np.linalg.eigvalsh(hd)[0])
+        if lowest >= -1e-10 * float(np.abs(hd).max()):
+            return hd, dead, None
+    raise ValueError(
+        f"H is not positive semidefinite (H + damping * mean(diag H) * I has eigenvalue {lowest:.3g} with "
+        f"damping={damping}); H should be X.T @ X of real inputs"
+    )
 
 
 def row_errors(w: np.ndarray, w_pruned: np.ndarray, h: np.ndarray) -> np.ndarray:

@@ -60,7 +60,8 @@ class LayerPruneResult:
 class _Problem:
     w: np.ndarray  # float64 [out, in], dead inputs zeroed
     h: np.ndarray  # damped H (positive definite)
-    chol: np.ndarray  # lower Cholesky factor of h
+    input_norms: np.ndarray  # ||X_j||: sqrt of the undamped diagonal
+    chol: np.ndarray | None  # lower Cholesky factor of h (None: h is singular)
     n: int
     m: int
     structure: str
@@ -76,12 +77,14 @@ def _magnitude(p: _Problem) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _wanda(p: _Problem) -> tuple[np.ndarray, np.ndarray | None]:
-    return _select(np.abs(p.w) * np.sqrt(np.diag(p.h)), p), None
+    return _select(np.abs(p.w) * p.input_norms, p), None
 
 
 def _sparsegpt(p: _Problem) -> tuple[np.ndarray, np.ndarray | None]:
     import scipy.linalg
 
+    if p.chol is None:
+        raise ValueError("H is singular (fewer independent samples than inputs): method='sparsegpt' needs damping > 0")
     inverse_lower = scipy.linalg.solve_triangular(p.chol, np.eye(len(p.h)), lower=True)
     h_inverse = inverse_lower.T @ inverse_lower
     upper = np.linalg.cholesky(h_inverse).T
@@ -181,13 +184,13 @@ def prune_layer(
     hd, dead, chol = damped_cholesky(h, damping)
     w = w_in.astype(np.float64)
     w[:, dead] = 0.0
-    problem = _Problem(w, hd, chol, n, m, structure, blocksize)
+    problem = _Problem(w, hd, np.sqrt(np.diag(h)), chol, n, m, structure, blocksize)
     keep, updated = (given, None) if method == "refit" else select(problem)
     if refine:
         refined = refine_checked(w_in, h, keep, m, damping, MAX_SWEEPS, TOLERANCE, False, start)
         keep, updated = refined.mask, refined.weights
     elif refit or method == "refit":
-        updated = refit_rows(hd, w @ hd, keep)
+        updated = refit_rows(hd, w @ hd, keep, definite=damping > 0 and problem.chol is not None)
     pruned = np.where(keep, w, 0.0) if updated is None else np.where(keep, updated, 0.0)
 
     w0 = w_in.astype(np.float64)

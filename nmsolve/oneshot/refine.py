@@ -172,7 +172,8 @@ def refine_mask(
     ------
     ValueError
         NaN or inf in ``W`` or ``H``, shapes that do not match, ``H`` not symmetric positive
-        semidefinite, ``in`` not a multiple of ``m``, ``mask`` not N:M, ``structure="transposable"``.
+        semidefinite (or singular with ``damping=0``), ``in`` not a multiple of ``m``, ``mask`` not
+        N:M, ``structure="transposable"``.
     TypeError
         A non-numeric ``mask``, options of the wrong type.
 
@@ -231,7 +232,12 @@ def refine_checked(
     start: float,
 ) -> RefineResult:
     """:func:`refine_mask` on validated inputs (``h`` float64 undamped, ``keep`` exact N:M bool)."""
-    hd, dead, _ = damped_cholesky(h, damping)
+    hd, dead, chol = damped_cholesky(h, damping)
+    if chol is None:
+        raise ValueError(
+            f"refine_mask needs H + damping * mean(diag H) * I positive definite, but it is singular with "
+            f"damping={damping} (fewer calibration samples than inputs); pass damping > 0"
+        )
     w0 = w_in.astype(np.float64)
     w = w0.copy()
     w[:, dead] = 0.0

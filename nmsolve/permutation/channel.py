@@ -22,7 +22,16 @@ import numpy as np
 
 from nmsolve._jit import kernel
 from nmsolve._progress import progress_bar
-from nmsolve._validate import as_rng, as_scores, check_group_length, check_int, check_nm, choose, reject_nan
+from nmsolve._validate import (
+    as_rng,
+    as_scores,
+    check_bool,
+    check_group_length,
+    check_int,
+    check_nm,
+    choose,
+    reject_nan,
+)
 from nmsolve.permutation._common import check_time_limit, swap_items
 
 # --------------------------------------------------------------------------- kernels
@@ -817,6 +826,8 @@ def channel_permutation(
     start = time.perf_counter()
     n, m = check_nm(n, m)
     chosen = choose(METHODS, method)
+    refine = check_bool(refine, "refine")
+    progress = check_bool(progress, "progress")
     w = as_scores(W, "W", min_ndim=2)
     reject_nan(w, "W")
     if w.dtype.kind == "f" and np.isinf(w).any():

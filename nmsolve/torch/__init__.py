@@ -5,6 +5,10 @@ submodules listed in ``_EXPORTS``; a training method is added by one line there.
 
 * :func:`sparsify`, :func:`bake`, :func:`remove_masks`, :func:`get_masks`, :func:`load_state_dict`,
   :func:`to_semi_structured` (:mod:`nmsolve.torch.adapter`): one-shot masks on a model.
+* :func:`prune_oneshot` (:mod:`nmsolve.torch.oneshot`): one-shot N:M pruning on calibration data, block by
+  block (SparseGPT, Wanda, magnitude; weights updated in place); :func:`prune_model_folder`
+  (:mod:`nmsolve.torch.model_folder`): the same for a Hugging Face model folder on calibration text,
+  written as a new folder (the library behind ``nmsolve prune-model``).
 * :class:`SparseTraining` / :class:`NMTraining` (:mod:`nmsolve.torch.sparse_training`): the base of the
   training methods :class:`SRSTE`, :class:`LBC`, :class:`BiMask`, :class:`TransposableTraining`.
 """
@@ -39,6 +43,12 @@ _EXPORTS: dict[str, str] = {
     "LBC": "nmsolve.torch.lbc",
     "BiMask": "nmsolve.torch.bimask",
     "TransposableTraining": "nmsolve.torch.transposable",
+    "prune_oneshot": "nmsolve.torch.oneshot",
+    "OneShotReport": "nmsolve.torch.oneshot",
+    "OneShotLayerReport": "nmsolve.torch.oneshot",
+    "repeated_blocks": "nmsolve.torch.oneshot",
+    "prune_model_folder": "nmsolve.torch.model_folder",
+    "ModelPruneResult": "nmsolve.torch.model_folder",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -63,6 +73,8 @@ if TYPE_CHECKING:
     )
     from nmsolve.torch.bimask import BiMask
     from nmsolve.torch.lbc import LBC
+    from nmsolve.torch.model_folder import ModelPruneResult, prune_model_folder
+    from nmsolve.torch.oneshot import OneShotLayerReport, OneShotReport, prune_oneshot, repeated_blocks
     from nmsolve.torch.sparse_training import Layer, NMTraining, SparseTraining
     from nmsolve.torch.srigl import CondensedLinear, SRigL, condense_model
     from nmsolve.torch.srste import SRSTE

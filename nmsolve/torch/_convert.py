@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from nmsolve._validate import as_array
+
 
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:
     """A read-only-by-convention numpy view (CPU float32 tensors: no copy) of ``tensor``'s values.
@@ -19,9 +21,14 @@ def to_numpy(tensor: torch.Tensor) -> np.ndarray:
     return t.cpu().numpy()
 
 
-def to_mask(mask: Any, like: torch.Tensor) -> torch.Tensor:
+def to_mask(mask: Any, like: torch.Tensor, name: str = "mask") -> torch.Tensor:
     """A numpy (or torch) mask as a tensor on ``like``'s device and dtype (1 = kept, 0 = pruned)."""
     if isinstance(mask, torch.Tensor):
         return mask.to(device=like.device, dtype=like.dtype)
-    arr = np.ascontiguousarray(mask)
-    return torch.from_numpy(arr).to(device=like.device, dtype=like.dtype)
+    arr = as_array(mask, name)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name} must be a boolean or numeric array or tensor (1 = kept, 0 = pruned), got {mask!r:.80} of "
+            f"dtype {arr.dtype}"
+        )
+    return torch.from_numpy(np.ascontiguousarray(arr)).to(device=like.device, dtype=like.dtype)

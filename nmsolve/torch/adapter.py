@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from nmsolve._validate import check_nm, choose
+from nmsolve._validate import check_bool, check_nm, choose
 from nmsolve.metrics import kept_fraction
 from nmsolve.torch._convert import to_mask, to_numpy
 
@@ -254,6 +254,10 @@ class MaskParametrization(nn.Module):
     def __init__(
         self, mask: torch.Tensor, *, straight_through: bool = False, backward_mask: torch.Tensor | None = None
     ) -> None:
+        straight_through = check_bool(straight_through, "straight_through")
+        for name, value in (("mask", mask), ("backward_mask", backward_mask)):
+            if not isinstance(value, torch.Tensor) and (name == "mask" or value is not None):
+                raise TypeError(f"{name} must be a torch.Tensor (use attach_mask for numpy masks), got {value!r:.80}")
         super().__init__()
         self.register_buffer("mask", mask)
         self.register_buffer("backward_mask", backward_mask)
@@ -356,6 +360,7 @@ def attach_mask(
     module: nn.Module, mask: Any, *, straight_through: bool = False, backward_mask: Any = None
 ) -> MaskParametrization:
     """Attach ``mask`` (numpy or torch, weight-shaped) to ``module.weight``; return the parametrization."""
+    straight_through = check_bool(straight_through, "straight_through")
     weight = module.weight
     if not isinstance(weight, torch.Tensor):
         raise TypeError(f"{type(module).__name__} has no weight tensor to mask")
@@ -367,7 +372,7 @@ def attach_mask(
     t = to_mask(mask, weight)
     if t.shape != weight.shape:
         raise ValueError(f"mask has shape {tuple(t.shape)} but the weight has shape {tuple(weight.shape)}")
-    b = None if backward_mask is None else to_mask(backward_mask, weight)
+    b = None if backward_mask is None else to_mask(backward_mask, weight, "backward_mask")
     p = MaskParametrization(t, straight_through=straight_through, backward_mask=b)
     parametrize.register_parametrization(module, "weight", p)
     return p
@@ -375,6 +380,7 @@ def attach_mask(
 
 def masked_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module, MaskParametrization]]:
     """``(name, module, parametrization)`` for every module of ``model`` that carries a mask."""
+    check_model(model)
     for name, module in model.named_modules():
         p = mask_parametrization(module)
         if p is not None:
@@ -424,7 +430,9 @@ def bake(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def bake_module(module: nn.Module) -> None:
-    """Remove the mask of ``module`` and multiply its weight by it in place (identity kept)."""
+    """Remove the mask of ``module`` and multiply its weight by it in place (identity kept).
+
+    Pruned weights become exact zeros, an ``inf`` one too (``inf * 0`` would leave NaN)."""
     p = mask_parametrization(module)
     if p is None:
         raise ValueError(f"this {module_kind(module)} has no mask to bake")
@@ -435,7 +443,8 @@ def bake_module(module: nn.Module) -> None:
     _unwatch(module.weight)
     _unwatch(p.backward_mask)
     with torch.no_grad():
-        module.weight.mul_(mask.to(module.weight.dtype))
+        mask = mask.to(module.weight.dtype)
+        module.weight.mul_(mask).masked_fill_(mask == 0, 0.0)  # pruned weights exact zeros, even inf ones
 
 
 def remove_masks(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -475,6 +484,10 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, Any], *, strict: 
     is attached first (``...weight.<i>.mask`` after ``i`` parametrizations of another library), so
     that ``model.load_state_dict`` finds every key. Returns what ``model.load_state_dict`` returns.
 
+    A state dict that does not fit the model (missing or unexpected keys with ``strict``, a shape
+    that differs, a value that is not a tensor) raises ValueError naming the keys, and the model is
+    left as it was (torch's own ``load_state_dict`` raises RuntimeError after copying what fitted).
+
     Examples
     --------
     >>> import torch, nmsolve.torch as nt
@@ -484,7 +497,14 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, Any], *, strict: 
     >>> bool(torch.equal(a.weight, b.weight))
     True
     """
+    strict = check_bool(strict, "strict")
+    check_model(model)
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(
+            f"state_dict must be a mapping of names to tensors (model.state_dict()), got {type(state_dict).__name__}"
+        )
     modules = dict(model.named_modules())
+    attached: list[nn.Module] = []
     for key in state_dict:
         match = _MASK_KEY_RE.match(key)
         if match is None:
@@ -498,7 +518,38 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, Any], *, strict: 
         back_key = key[: -len("mask")] + "backward_mask"
         back = torch.ones_like(module.weight) if back_key in state_dict else None
         attach_mask(module, torch.ones_like(module.weight), backward_mask=back)
+        attached.append(module)
+    problems = _misfits(model.state_dict(), state_dict, strict)
+    if problems:
+        for module in attached:
+            remove_mask(module)
+        shown = "; ".join(problems[:6]) + (f"; and {len(problems) - 6} more" if len(problems) > 6 else "")
+        raise ValueError(f"state_dict does not fit {type(model).__name__}: {shown}")
     return model.load_state_dict(state_dict, strict=strict)
+
+
+def _misfits(expected: Mapping[str, Any], given: Mapping[str, Any], strict: bool) -> list[str]:
+    """What ``model.load_state_dict`` would refuse: wrong shapes and non-tensors (and, if strict, keys)."""
+    problems = []
+    for key, value in given.items():
+        want = expected.get(key)
+        if key not in expected:
+            if strict:
+                problems.append(f"unexpected key {key!r}")
+        elif isinstance(want, torch.Tensor) and not nn.parameter.is_lazy(want):
+            if not isinstance(value, torch.Tensor):
+                problems.append(f"{key!r} is a {type(value).__name__}, not a tensor")
+            elif value.shape != want.shape:
+                problems.append(f"{key!r} has shape {tuple(value.shape)}, the model's is {tuple(want.shape)}")
+    if strict:
+        problems += [f"missing key {key!r}" for key in expected if key not in given]
+    return problems
+
+
+def check_model(model: Any) -> None:
+    """Refuse anything but an ``nn.Module`` with a TypeError naming what was passed."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {model!r} of type {type(model).__name__}")
 
 
 # --------------------------------------------------------------------------- layer selection
@@ -572,14 +623,27 @@ class SparsityReport:
 
 
 def _patterns(value: str | Sequence[str] | None, name: str) -> tuple[str, ...] | None:
+    """``include`` / ``exclude`` as a tuple of glob patterns (None: no filter)."""
     if value is None:
         return None
     if isinstance(value, str):
         return (value,)
-    out = tuple(value)
-    if not all(isinstance(v, str) for v in out):
+    out = tuple(value) if isinstance(value, Iterable) and not isinstance(value, (bytes, bytearray)) else None
+    if out is None or not all(isinstance(v, str) for v in out):
         raise TypeError(
             f"{name} must be a glob pattern or a sequence of glob patterns (e.g. 'encoder.*'), got {value!r}"
+        )
+    return out
+
+
+def _types(value: Any) -> tuple[type[nn.Module], ...]:
+    """``types`` as a non-empty tuple of nn.Module subclasses (one class alone is accepted too)."""
+    if isinstance(value, type):
+        value = (value,)
+    out = tuple(value) if isinstance(value, Iterable) and not isinstance(value, (str, bytes)) else ()
+    if not out or not all(isinstance(t, type) and issubclass(t, nn.Module) for t in out):
+        raise TypeError(
+            f"types must be an nn.Module subclass or a non-empty sequence of them (e.g. (nn.Linear,)), got {value!r}"
         )
     return out
 
@@ -589,7 +653,7 @@ def select_layers(
     *,
     include: str | Sequence[str] | None = None,
     exclude: str | Sequence[str] | None = None,
-    types: Iterable[type[nn.Module]] = DEFAULT_TYPES,
+    types: type[nn.Module] | Iterable[type[nn.Module]] = DEFAULT_TYPES,
     dense_first_last: bool = False,
 ) -> tuple[list[tuple[str, nn.Module]], list[LayerReport]]:
     """Layers to sparsify and the layers left dense (with why), in ``named_modules()`` order.
@@ -600,10 +664,10 @@ def select_layers(
     ``dense_first_last`` keeps the first and the last chosen layer dense, as most published N:M
     training does.
     """
+    check_model(model)
     inc, exc = _patterns(include, "include"), _patterns(exclude, "exclude")
-    types = tuple(types)
-    if not types or not all(isinstance(t, type) and issubclass(t, nn.Module) for t in types):
-        raise TypeError(f"types must be a non-empty sequence of nn.Module subclasses, got {types!r}")
+    dense_first_last = check_bool(dense_first_last, "dense_first_last")
+    types = _types(types)
     chosen: list[tuple[str, nn.Module]] = []
     skipped: list[LayerReport] = []
     for name, module in model.named_modules():
@@ -667,6 +731,8 @@ def sort_report(layers: Iterable[LayerReport], model: nn.Module) -> SparsityRepo
 def _nm(weight: np.ndarray, n: int, m: int, pad: bool, options: Mapping[str, Any]) -> np.ndarray:
     from nmsolve.nm import nm_mask
 
+    if options:
+        raise TypeError(f"method='nm' takes no options, got options={dict(options)!r}")
     return nm_mask(np.abs(weight), n, m, axis=1, pad=pad)
 
 
@@ -751,7 +817,7 @@ def sparsify(
     method: str = "nm",
     include: str | Sequence[str] | None = None,
     exclude: str | Sequence[str] | None = None,
-    types: Iterable[type[nn.Module]] = DEFAULT_TYPES,
+    types: type[nn.Module] | Iterable[type[nn.Module]] = DEFAULT_TYPES,
     dense_first_last: bool = False,
     pad: bool = False,
     scores: Callable[[str, nn.Module], Any] | None = None,
@@ -773,7 +839,7 @@ def sparsify(
         ``options={"method": "approx"}`` picks its fast solver).
     include, exclude : str or sequence of str, optional
         Glob patterns on qualified module names (see :func:`select_layers`).
-    types : sequence of nn.Module subclasses, default (Linear, Conv2d)
+    types : nn.Module subclass or sequence of them, default (Linear, Conv2d)
     dense_first_last : bool, default False
         Keep the first and last chosen layers dense.
     pad : bool, default False
@@ -801,11 +867,26 @@ def sparsify(
     """
     n, m = check_nm(n, m)
     solve = choose(_METHODS, method)
+    pad = check_bool(pad, "pad")
+    if options is not None and not isinstance(options, Mapping):
+        raise TypeError(
+            f"options must be a mapping of solver keyword options (e.g. {{'method': 'approx'}}), got {options!r}"
+        )
+    if scores is not None and not callable(scores):
+        raise TypeError(f"scores must be a callable(name, module) returning the layer's scores, got {scores!r:.80}")
     opts = dict(options or {})
     chosen, reports = select_layers(
         model, include=include, exclude=exclude, types=types, dense_first_last=dense_first_last
     )
     pattern = f"{n}:{m}" + (" transposable" if method == "transposable" else "")
+    masked = [name for name, module in chosen if mask_parametrization(module) is not None]
+    if masked:
+        others = f" (and {masked[1:]})" if len(masked) > 1 else ""
+        raise ValueError(
+            f"layer {masked[0]!r}{others} already has a mask; call bake(model) or remove_masks(model) before "
+            "sparsifying again"
+        )
+    masks: list[tuple[str, nn.Module, np.ndarray]] = []  # every mask is solved before any is attached
     for name, module in chosen:
         reason = ragged_reason(module, m, pad=pad, both_axes=method == "transposable")
         if reason:
@@ -815,12 +896,17 @@ def sparsify(
         s = w if scores is None else np.asarray(scores(name, module))
         if s.shape != w.shape:
             raise ValueError(f"scores for layer {name!r} have shape {s.shape}, expected the weight's {w.shape}")
-        if input_axis(module) == 0:  # (in, out/groups, *kernel): solve on the (out, in, *kernel) view
-            mask = np.ascontiguousarray(
-                np.swapaxes(solve(np.ascontiguousarray(np.swapaxes(s, 0, 1)), n, m, pad, opts), 0, 1)
-            )
-        else:
-            mask = solve(s, n, m, pad, opts)
+        try:
+            if input_axis(module) == 0:  # (in, out/groups, *kernel): solve on the (out, in, *kernel) view
+                mask = np.ascontiguousarray(
+                    np.swapaxes(solve(np.ascontiguousarray(np.swapaxes(s, 0, 1)), n, m, pad, opts), 0, 1)
+                )
+            else:
+                mask = solve(s, n, m, pad, opts)
+        except (ValueError, TypeError) as err:  # say which layer (nothing is attached yet)
+            raise type(err)(f"layer {name!r}: {err}") from err
+        masks.append((name, module, mask))
+    for name, module, mask in masks:
         attach_mask(module, mask)
         reports.append(layer_report(name, module, mask_parametrization(module).mask, pattern))  # type: ignore[union-attr]
     return sort_report(reports, model)
@@ -850,7 +936,7 @@ def to_semi_structured(model: nn.Module, *, include: str | Sequence[str] | None 
         from torch.sparse import to_sparse_semi_structured
     except ImportError as err:  # pragma: no cover - depends on the torch build
         raise RuntimeError(f"this torch build has no torch.sparse.to_sparse_semi_structured ({err})") from None
-    done = []
+    chosen = []  # every layer is checked before any is converted
     for name, module in model.named_modules():
         if not isinstance(module, nn.Linear) or (
             inc is not None and not any(fnmatch.fnmatchcase(name, p) for p in inc)
@@ -864,6 +950,8 @@ def to_semi_structured(model: nn.Module, *, include: str | Sequence[str] | None 
                 f"layer {name!r} is on {w.device.type}: to_sparse_semi_structured needs a CUDA GPU with sparse "
                 "tensor cores (compute capability >= 8.0); move the model with model.cuda().half() first"
             )
+        chosen.append((name, module))
+    for _, module in chosen:
+        w = module.weight
         module.weight = nn.Parameter(to_sparse_semi_structured(w.detach()), requires_grad=w.requires_grad)
-        done.append(name)
-    return done
+    return [name for name, _ in chosen]

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nmsolve._validate import as_rng
+from nmsolve._validate import as_rng, check_int
 from nmsolve.layout import weight_from_2d, weight_to_2d
 from nmsolve.nm import is_nm
 from nmsolve.torch._convert import to_numpy
@@ -139,7 +139,7 @@ class BiMask(NMTraining):
         if "pad" in kwargs:
             raise TypeError("Bi-Mask needs full groups along both axes; pad is not supported")
         self.schedule = Every(period)
-        self.candidates = candidates
+        self.candidates = check_int(candidates, "candidates", minimum=0)
         self.decay = check_decay(decay)
         self.rng = as_rng(rng)
         self._search = require("bimask_permutation")

@@ -14,6 +14,7 @@ from nmsolve.nm import is_nm
 from nmsolve.torch._convert import to_numpy
 from nmsolve.torch.sparse_training import Layer, NMTraining
 from nmsolve.training.lbc import LBCState, lbc_cardinality
+from nmsolve.training.srste import check_decay
 
 
 class LBC(NMTraining):
@@ -94,7 +95,7 @@ class LBC(NMTraining):
         self.t_f = max(self.t_i + 1, epochs // 2) if t_f is None else check_int(t_f, "t_f", minimum=1)
         lbc_cardinality(0, 2, t_f=self.t_f, t_i=self.t_i, p=p)  # validates t_i < t_f and p
         self.p = p
-        self.score_lr = float(score_lr)
+        self.score_lr = check_decay(score_lr, "score_lr")  # a finite real >= 0
         if "pad" in kwargs:
             raise TypeError("LBC needs full groups of m (combination tables); pad is not supported")
         super().__init__(model, n, m, **kwargs)

@@ -74,7 +74,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nmsolve._validate import check_nm
+from nmsolve._validate import check_bool, check_nm
 from nmsolve.torch._convert import to_numpy
 from nmsolve.torch.adapter import (
     DEFAULT_TYPES,
@@ -126,7 +126,7 @@ class SparseTraining:
         Modified in place: masks are attached to the chosen layers.
     include, exclude : str or sequence of str, optional
         Glob patterns on qualified module names (``"encoder.*"``).
-    types : sequence of nn.Module subclasses, default (Linear, Conv2d)
+    types : nn.Module subclass or sequence of them, default (Linear, Conv2d)
     dense_first_last : bool, default False
         Keep the first and last chosen layers dense.
     """
@@ -141,7 +141,7 @@ class SparseTraining:
         *,
         include: str | Sequence[str] | None = None,
         exclude: str | Sequence[str] | None = None,
-        types: Iterable[type[nn.Module]] = DEFAULT_TYPES,
+        types: type[nn.Module] | Iterable[type[nn.Module]] = DEFAULT_TYPES,
         dense_first_last: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -155,21 +155,30 @@ class SparseTraining:
             model, include=include, exclude=exclude, types=types, dense_first_last=dense_first_last
         )
         self._skipped: list[LayerReport] = list(skipped)
-        for name, module in chosen:
-            reason = training_layout_reason(module) or self.skip_reason(name, module)
-            if not reason and other_parametrizations(module):
-                reason = (
-                    f"weight already parametrized by {other_parametrizations(module)}: training methods update "
-                    "the original weight directly"
-                )
-            if reason:
-                self._skipped.append(layer_report(name, module, None, "", reason))
-                continue
-            param = attach_mask(module, torch.ones_like(module.weight), straight_through=self.straight_through)
-            param.capture_grad = self.capture_grad
-            layer = Layer(name, module, param)
-            self.layers[name] = layer
-            self.setup_layer(layer)
+        try:
+            for name, module in chosen:
+                reason = training_layout_reason(module) or self.skip_reason(name, module)
+                if not reason and other_parametrizations(module):
+                    reason = (
+                        f"weight already parametrized by {other_parametrizations(module)}: training methods "
+                        "update the original weight directly"
+                    )
+                if reason:
+                    self._skipped.append(layer_report(name, module, None, "", reason))
+                    continue
+                param = attach_mask(module, torch.ones_like(module.weight), straight_through=self.straight_through)
+                param.capture_grad = self.capture_grad
+                layer = Layer(name, module, param)
+                self.layers[name] = layer
+                self.setup_layer(layer)
+        except BaseException as err:  # e.g. NaN weights in a later layer: the model is left as it was
+            for layer in self.layers.values():
+                self._detach_layer(layer)
+                remove_mask(layer.module)
+            self.layers.clear()
+            if type(err) in (ValueError, TypeError):  # say which layer
+                raise type(err)(f"layer {name!r}: {err}") from err
+            raise
 
     # ------------------------------------------------------------------ hooks for subclasses
 
@@ -366,7 +375,7 @@ class NMTraining(SparseTraining):
 
     def __init__(self, model: nn.Module, n: int = 2, m: int = 4, *, pad: bool = False, **kwargs: Any) -> None:
         self.n, self.m = check_nm(n, m)
-        self.pad = bool(pad)
+        self.pad = check_bool(pad, "pad")
         super().__init__(model, **kwargs)
 
     def skip_reason(self, name: str, module: nn.Module) -> str:

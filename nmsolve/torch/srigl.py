@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nmsolve._validate import check_bool
 from nmsolve.fanin import CondensedMatrix, condense, is_constant_fanin
 from nmsolve.fanin._product import linear_unchecked
 from nmsolve.torch._convert import to_mask, to_numpy
@@ -138,17 +139,23 @@ class SRigL(SparseTraining):
         from nmsolve.fanin import fanin_for_sparsity
 
         fanin_for_sparsity(1, sparsity)  # validates sparsity before any layer is touched
+        ablate_last = check_bool(ablate_last, "ablate_last")
         self.sparsity = float(sparsity)
         self.schedule = SRigLSchedule(t_end=t_end, delta=delta, alpha=alpha, gamma_sal=gamma_sal)
         if init not in ("random", "magnitude"):
             raise ValueError(f"init must be one of ['random', 'magnitude'], got {init!r}")
         self.init = init
         self._rng = as_rng(rng)
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {optimizer!r:.80}")
         self.optimizer = optimizer
         self._dense_grads: dict[str, np.ndarray] = {}
         self._masked_before = -1
         self._no_grad: dict[str, int] = {}  # per layer, mask updates skipped for want of a gradient
         super().__init__(model, **kwargs)
+        with torch.no_grad():  # start from exact zeros outside the mask, as RigL does (once every layer is set up)
+            for layer in self.layers.values():
+                layer.weight.masked_fill_(layer.mask == 0, 0.0)  # exact zeros (inf * 0 would be NaN)
         if self.layers and not ablate_last:
             list(self.layers.values())[-1].state["srigl"].ablate = False
 
@@ -158,8 +165,6 @@ class SRigL(SparseTraining):
         state = SRigLState.start(self.weight_numpy(layer), self.sparsity, init=self.init, rng=self._rng)
         layer.state["srigl"] = state
         self.set_mask(layer, state.mask)
-        with torch.no_grad():  # start from exact zeros outside the mask, as RigL does
-            layer.weight.mul_(layer.mask)
 
     def before_optimizer_step(self) -> None:
         """Call after ``loss.backward()`` and before ``optimizer.step()``: masks the weight gradients."""
@@ -211,7 +216,7 @@ class SRigL(SparseTraining):
             return
         self.set_mask(layer, result.mask)
         grown = to_mask(result.grown, layer.weight).bool()
-        layer.weight.mul_(layer.mask)  # dropped weights become exact zeros, as in the published code
+        layer.weight.masked_fill_(layer.mask == 0, 0.0)  # dropped weights become exact zeros (even inf ones)
         layer.weight.masked_fill_(grown, 0.0)  # new connections start at zero (RigL)
         if self.optimizer is not None:
             keep = layer.mask.bool() & ~grown
@@ -450,6 +455,20 @@ class CondensedLinear(nn.Module):
         )
 
 
+def _mask_of(mask: Any, linear: nn.Linear, name: str) -> np.ndarray:
+    """``masks[name]`` of :func:`condense_model` as a boolean array in the weight's shape."""
+    from nmsolve._validate import as_array
+
+    arr = to_numpy(mask) if isinstance(mask, torch.Tensor) else as_array(mask, f"masks[{name!r}]")
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"masks[{name!r}] must be a boolean or numeric mask, got {mask!r:.80} of dtype {arr.dtype}")
+    if arr.shape != tuple(linear.weight.shape):
+        raise ValueError(
+            f"masks[{name!r}] has shape {arr.shape}, but layer {name!r} has weight shape {tuple(linear.weight.shape)}"
+        )
+    return arr != 0
+
+
 def condense_model(
     model: nn.Module, masks: Mapping[str, Any] | None = None, *, include: str | Sequence[str] | None = None
 ) -> dict[str, str]:
@@ -473,17 +492,21 @@ def condense_model(
     """
     import fnmatch
 
-    from nmsolve.torch.adapter import mask_parametrization
+    from nmsolve.torch.adapter import _patterns, check_model, mask_parametrization
 
+    check_model(model)
+    if masks is not None and not isinstance(masks, Mapping):
+        raise TypeError(f"masks must be a mapping of layer names to masks (e.g. SRigL.bake()), got {masks!r}")
     masks = dict(masks or {})
-    patterns = [include] if isinstance(include, str) else list(include or ["*"])
+    patterns = _patterns(include, "include") or ("*",)
     outcome: dict[str, str] = {}
+    condensed: list[tuple[nn.Module, str, CondensedLinear]] = []  # every layer is condensed before any is replaced
     for parent_name, parent in list(model.named_modules()):
         for child_name, child in list(parent.named_children()):
             name = f"{parent_name}.{child_name}" if parent_name else child_name
             if not isinstance(child, nn.Linear) or not any(fnmatch.fnmatchcase(name, p) for p in patterns):
                 continue
-            keep = to_numpy(masks[name]) != 0 if name in masks else to_numpy(child.weight) != 0
+            keep = _mask_of(masks[name], child, name) if name in masks else to_numpy(child.weight) != 0
             if mask_parametrization(child) is not None:
                 outcome[name] = "still parametrized: bake the model first"
             elif keep.all():
@@ -491,6 +514,8 @@ def condense_model(
             elif not is_constant_fanin(keep):
                 outcome[name] = "not constant fan-in"
             else:
-                setattr(parent, child_name, CondensedLinear.from_linear(child, keep))
+                condensed.append((parent, child_name, CondensedLinear.from_linear(child, keep)))
                 outcome[name] = "condensed"
+    for parent, child_name, layer in condensed:
+        setattr(parent, child_name, layer)
     return outcome

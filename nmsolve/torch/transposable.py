@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import numpy as np
 from torch import nn
 
+from nmsolve._validate import check_int
 from nmsolve.layout import weight_from_2d, weight_to_2d
 from nmsolve.nm import is_nm
 from nmsolve.torch._convert import to_numpy
@@ -85,7 +86,7 @@ class TransposableTraining(NMTraining):
             raise ValueError(f"solver must be one of {list(SOLVERS)}, got {solver!r}")
         if "pad" in kwargs:
             raise TypeError("transposable masks need full m x m tiles; pad is not supported")
-        self.schedule = Every(every)
+        self.schedule = Every(check_int(every, "every", minimum=1))
         self.solver = solver
         self.decay = check_decay(decay)
         self._solve = require("transposable_mask")

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from nmsolve._validate import as_array, as_rng, as_scores, check_int
+from nmsolve._validate import as_array, as_rng, as_scores, check_bool, check_int
 from nmsolve.fanin import (
     RigLStep,
     cosine_drop_fraction,
@@ -189,13 +189,14 @@ class SRigLState:
         """
         if init not in _INITS:
             raise ValueError(f"init must be one of {list(_INITS)}, got {init!r}")
+        ablate = check_bool(ablate, "ablate")
         w = as_scores(weights, "weights", min_ndim=2)
         rows = w.shape[0]
         fan_in = int(np.prod(w.shape[1:], dtype=np.int64))
         k = fanin_for_sparsity(fan_in, sparsity)
         scores = np.abs(w) if init == "magnitude" else as_rng(rng).random(w.shape)
         mask = fanin_mask(scores, k)
-        return cls(mask=mask, budget=rows * k, k=k, active=np.ones(rows, dtype=bool), ablate=bool(ablate))
+        return cls(mask=mask, budget=rows * k, k=k, active=np.ones(rows, dtype=bool), ablate=ablate)
 
     @property
     def density(self) -> float:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from nmsolve._jit import TRANSPOSABLE_PARALLEL_MIN
-from nmsolve._validate import as_array, as_scores, check_group_length, check_nm, choose
+from nmsolve._validate import as_array, as_scores, check_bool, check_group_length, check_nm, choose
 from nmsolve.transposable._approx import approx_mask
 from nmsolve.transposable._flow import FLOW_RESOLUTION, networkx_mask, ortools_mask
 from nmsolve.transposable._mcf import mcf_mask
@@ -248,7 +248,7 @@ def transposable_mask(
     """
     solver = choose(METHODS, method)
     x, n, m = _check_matrix(W, n, m, pad)
-    return _run(x, n, m, solver, bool(progress))
+    return _run(x, n, m, solver, check_bool(progress, "progress"))
 
 
 def is_transposable(mask: Any, n: int, m: int, *, exact: bool = False, pad: bool = False) -> bool:
@@ -285,6 +285,7 @@ def is_transposable(mask: Any, n: int, m: int, *, exact: bool = False, pad: bool
     False
     """
     n, m = check_nm(n, m)
+    exact = check_bool(exact, "exact")
     arr = as_array(mask, "mask")
     if arr.ndim != 2:
         raise ValueError(f"mask must be a 2-D matrix, got a {arr.ndim}-d array of shape {arr.shape}")
@@ -376,7 +377,7 @@ def transposable_report(
     solver = choose(METHODS, method)
     x, n, m = _check_matrix(W, n, m, pad)
     start = time.perf_counter()
-    mask = _run(x, n, m, solver, bool(progress))
+    mask = _run(x, n, m, solver, check_bool(progress, "progress"))
     seconds = time.perf_counter() - start
     objective = _objective(x, mask)
     exact = METHODS[_OPTIMUM]
