@@ -337,7 +337,15 @@ def add_prune_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="mask selection (default sparsegpt: with error compensation)",
     )
     parser.add_argument("--structure", choices=["nm", "transposable"], default="nm", help="N:M, or N:M both ways")
-    parser.add_argument("--refine", action="store_true", help="improve each mask by local search (slower)")
+    parser.add_argument(
+        "--refine",
+        nargs="?",
+        const=True,
+        default=False,
+        type=int,
+        metavar="SWEEPS",
+        help="improve each mask by swaps on the exact error (slower); with SWEEPS, at most that many passes",
+    )
     parser.add_argument("--samples", type=int, default=128, help="calibration lines to use (default 128)")
     parser.add_argument("--max-length", type=int, default=128, help="tokens per line at most (default 128)")
     parser.add_argument("--batch-size", type=int, default=16, help="lines per calibration batch (default 16)")

@@ -148,3 +148,16 @@ def test_bad_input_is_refused_naming_the_value(kwargs, error, words):
     with pytest.raises(error) as info:
         nmsolve.prune_layer(W, H, **args)
     assert words in str(info.value)
+
+
+def test_refine_takes_a_number_of_sweeps():
+    w, _, h = _layer(8, 32, seed=9)
+    full = nmsolve.prune_layer(w, h, 2, 4, refine=True)
+    one = nmsolve.prune_layer(w, h, 2, 4, refine=1)
+    start = nmsolve.prune_layer(w, h, 2, 4, refit=True)
+    assert full.error <= one.error <= start.error and full.error < start.error
+    assert nmsolve.prune_layer(w, h, 2, 4, refine=0).error == nmsolve.prune_layer(w, h, 2, 4).error
+    with pytest.raises(TypeError, match="refine must be an integer, got 'yes'"):
+        nmsolve.prune_layer(w, h, 2, 4, refine="yes")
+    with pytest.raises(ValueError, match="refine=-1"):
+        nmsolve.prune_layer(w, h, 2, 4, refine=-1)

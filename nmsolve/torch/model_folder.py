@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from nmsolve._validate import check_bool, check_int, check_nm, choose
 from nmsolve.checkpoint.formats import CheckpointError, atomic_files, same_file
 
@@ -228,7 +230,7 @@ def prune_model_folder(
     *,
     method: str = "sparsegpt",
     structure: str = "nm",
-    refine: bool = False,
+    refine: bool | int = False,
     samples: int = 128,
     max_length: int = 128,
     batch_size: int = 16,
@@ -287,11 +289,9 @@ def prune_model_folder(
     max_length = check_int(max_length, "max_length", minimum=1)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     overwrite = check_bool(overwrite, "overwrite")
-    refine = check_bool(refine, "refine")
     from nmsolve.oneshot import METHODS, prune_layer
 
-    if refine and "refine" not in inspect.signature(prune_layer).parameters:
-        raise CheckpointError("--refine needs nmsolve.prune_layer with refine=, which this installation lacks")
+    prune_layer(np.eye(m), np.eye(m), n, m, method="magnitude", refine=refine)  # checks refine before any work
     choose({k: v for k, v in METHODS.items() if k != "refit"}, method)
     if structure not in ("nm", "transposable"):
         raise ValueError(f"structure must be one of ['nm', 'transposable'], got {structure!r}")
@@ -315,7 +315,6 @@ def prune_model_folder(
         )
     batches = _batches(tokenizer, model, texts, max_length, batch_size)
     tokens = sum(int(b["attention_mask"].sum()) if "attention_mask" in b else 0 for b in batches)
-    extra = {"refine": True} if refine else {}
     with torch.no_grad():
         report = nt.prune_oneshot(
             model,
@@ -327,8 +326,8 @@ def prune_model_folder(
             include=include,
             exclude=exclude,
             blocks=path,
+            refine=refine,
             progress=progress,
-            **extra,
         )
     shard = _shard_size(source)
     with atomic_files([destination], overwrite=overwrite, folders=[destination]) as (temp,):

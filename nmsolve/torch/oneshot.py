@@ -9,7 +9,6 @@ held at a time.
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -436,17 +435,6 @@ class _Gram:
 # --------------------------------------------------------------------------- the driver
 
 
-def _solver_options(refit: bool, refine: bool, damping: Any) -> dict[str, Any]:
-    from nmsolve.oneshot import prune_layer
-
-    options: dict[str, Any] = {"refit": refit, "damping": damping}
-    if refine:
-        if "refine" not in inspect.signature(prune_layer).parameters:
-            raise TypeError("refine=True needs nmsolve.prune_layer with refine=, which this installation lacks")
-        options["refine"] = True
-    return options
-
-
 def _layer_order(model: nn.Module) -> dict[int, str]:
     return {id(module): name for name, module in model.named_modules()}
 
@@ -460,7 +448,7 @@ def prune_oneshot(
     method: str = "sparsegpt",
     structure: str = "nm",
     refit: bool = False,
-    refine: bool = False,
+    refine: bool | int = False,
     include: str | Sequence[str] | None = None,
     exclude: str | Sequence[str] | None = None,
     blocks: str | Sequence[str] | None = None,
@@ -501,9 +489,10 @@ def prune_oneshot(
         ``"transposable"``: N:M along both axes (``out`` must then be a multiple of ``m`` too).
     refit : bool, default False
         Re-fit each row's kept weights exactly on ``H`` after selecting the mask.
-    refine : bool, default False
-        Improve the mask by local search on the reconstruction error (passed on to
-        :func:`nmsolve.prune_layer`, which must support it).
+    refine : bool or int, default False
+        Improve each mask by local search on the exact reconstruction error and re-fit its weights
+        (:func:`nmsolve.refine_mask`): ``True`` searches to a local optimum, an int ``k`` stops
+        after at most ``k`` sweeps over the groups (most of the gain comes in the first few).
     include, exclude : str or sequence of str, optional
         Glob patterns on qualified module names choosing the Linear layers (as in
         :func:`nmsolve.torch.sparsify`). Layers not chosen, and Linear layers outside the blocks
@@ -572,9 +561,8 @@ def prune_oneshot(
     if structure not in ("nm", "transposable"):
         raise ValueError(f"structure must be one of ['nm', 'transposable'], got {structure!r}")
     refit = check_bool(refit, "refit")
-    refine = check_bool(refine, "refine")
     progress = check_bool(progress, "progress")
-    options = _solver_options(refit, refine, damping)
+    options: dict[str, Any] = {"refit": refit, "refine": refine, "damping": damping}
     # the solver validates damping (and refine) on a tiny layer before anything is changed
     prune_layer(np.eye(m), np.eye(m), n, m, method="magnitude", structure=structure, **options)
 
