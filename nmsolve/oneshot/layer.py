@@ -13,7 +13,7 @@ from nmsolve._validate import check_bool, check_int, choose
 from nmsolve.oneshot._common import check_fraction, check_layer, damped_cholesky, given_mask, row_errors
 from nmsolve.oneshot.refine import MAX_SWEEPS, TOLERANCE, refine_checked
 from nmsolve.oneshot.refit import refit_rows
-from nmsolve.oneshot.sparsegpt import SELECT, sparsegpt_sweep
+from nmsolve.oneshot.sparsegpt import SELECT, inverse_upper, sparsegpt_sweep
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,7 +61,7 @@ class _Problem:
     w: np.ndarray  # float64 [out, in], dead inputs zeroed
     h: np.ndarray  # damped H (positive definite)
     input_norms: np.ndarray  # ||X_j||: sqrt of the undamped diagonal
-    chol: np.ndarray | None  # lower Cholesky factor of h (None: h is singular)
+    chol: np.ndarray | None  # lower Cholesky factor of the reversed h (None: h is singular)
     n: int
     m: int
     structure: str
@@ -81,14 +81,9 @@ def _wanda(p: _Problem) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _sparsegpt(p: _Problem) -> tuple[np.ndarray, np.ndarray | None]:
-    import scipy.linalg
-
     if p.chol is None:
         raise ValueError("H is singular (fewer independent samples than inputs): method='sparsegpt' needs damping > 0")
-    inverse_lower = scipy.linalg.solve_triangular(p.chol, np.eye(len(p.h)), lower=True)
-    h_inverse = inverse_lower.T @ inverse_lower
-    upper = np.linalg.cholesky(h_inverse).T
-    weights, mask = sparsegpt_sweep(p.w, upper, p.n, p.m, p.structure, p.blocksize)
+    weights, mask = sparsegpt_sweep(p.w, inverse_upper(p.chol), p.n, p.m, p.structure, p.blocksize)
     return mask, weights
 
 
