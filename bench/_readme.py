@@ -278,6 +278,22 @@ def minilm(r: Results) -> tuple[str, str]:
     return headline, "no targets"
 
 
+def oneshot(r: Results) -> tuple[str, str]:
+    """Cosine to the dense embeddings of the reference SparseGPT and nmsolve's rows, all 36 layers, per pattern."""
+    table = r.table()
+    parts = []
+    for pattern in sorted({row["pattern"] for row in table}):
+        rows = [row for row in table if row["pattern"] == pattern and row["pruned layers"].startswith("all")]
+        figures = ", ".join(f"{row['method']} {row['cos']} ({row['/ ref']})" for row in rows)
+        parts.append(f"{pattern}: {figures}")
+    headline = (
+        "all-MiniLM-L6-v2, one-shot with calibration text, all 36 encoder Linear layers, mean cosine of held-out "
+        "sentence embeddings to the dense model's (time / reference SparseGPT): " + "; ".join(parts)
+    )
+    missed = r.missed()
+    return headline, "; ".join(line.lstrip("- ") for line in missed) if missed else "none in this run"
+
+
 ROWS: dict[str, Callable[[Results], tuple[str, str]]] = {
     "nm_mask": nm_mask,
     "transposable": transposable,
@@ -286,6 +302,7 @@ ROWS: dict[str, Callable[[Results], tuple[str, str]]] = {
     "condensed": condensed,
     "training": training,
     "minilm": minilm,
+    "oneshot": oneshot,
 }
 
 

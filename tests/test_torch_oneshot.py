@@ -387,3 +387,19 @@ def test_sentence_transformers_layout_and_bfloat16(bert, monkeypatch):
     report = nt.prune_oneshot(half, data, 2, 4, include="encoder.*", progress=False)
     assert len(report.layers) == 12 and half.encoder.layer[1].output.dense.weight.dtype == torch.bfloat16
     assert nmsolve.is_nm(half.encoder.layer[1].output.dense.weight.float().detach().numpy(), 2, 4)
+
+
+def test_torch_keeps_its_thread_count():
+    """numba's OpenMP layer sets the calling thread's OpenMP thread count, which torch reads as its own."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        x = torch.randn(64, 64)
+        (x @ x).sum()
+        model = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 512))
+        nt.prune_oneshot(model, [torch.randn(256, 512)], 2, 4, progress=False)
+        assert torch.get_num_threads() == 1
+        nt.sparsify(nn.Sequential(nn.Linear(2048, 2048)), 2, 4)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -28,7 +28,7 @@ from torch.nn.utils import parametrize
 
 from nmsolve._validate import check_bool, check_nm, choose
 from nmsolve.metrics import kept_fraction
-from nmsolve.torch._convert import to_mask, to_numpy
+from nmsolve.torch._convert import to_mask, to_numpy, torch_threads_kept
 
 DEFAULT_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d)
 
@@ -897,12 +897,13 @@ def sparsify(
         if s.shape != w.shape:
             raise ValueError(f"scores for layer {name!r} have shape {s.shape}, expected the weight's {w.shape}")
         try:
-            if input_axis(module) == 0:  # (in, out/groups, *kernel): solve on the (out, in, *kernel) view
-                mask = np.ascontiguousarray(
-                    np.swapaxes(solve(np.ascontiguousarray(np.swapaxes(s, 0, 1)), n, m, pad, opts), 0, 1)
-                )
-            else:
-                mask = solve(s, n, m, pad, opts)
+            with torch_threads_kept():
+                if input_axis(module) == 0:  # (in, out/groups, *kernel): solve on the (out, in, *kernel) view
+                    mask = np.ascontiguousarray(
+                        np.swapaxes(solve(np.ascontiguousarray(np.swapaxes(s, 0, 1)), n, m, pad, opts), 0, 1)
+                    )
+                else:
+                    mask = solve(s, n, m, pad, opts)
         except (ValueError, TypeError) as err:  # say which layer (nothing is attached yet)
             raise type(err)(f"layer {name!r}: {err}") from err
         masks.append((name, module, mask))

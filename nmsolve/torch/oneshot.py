@@ -22,7 +22,7 @@ from torch.nn.utils import parametrize
 from nmsolve._progress import progress_bar
 from nmsolve._validate import check_bool, check_nm, choose
 from nmsolve.metrics import kept_fraction
-from nmsolve.torch._convert import to_numpy
+from nmsolve.torch._convert import to_numpy, torch_threads_kept
 from nmsolve.torch.adapter import LayerReport, select_layers
 
 # kwargs of transformer layers that carry a key/value cache: a stored input must not grow one
@@ -690,7 +690,8 @@ def _prune_one(
     h = gram.h.to(device="cpu", dtype=torch.float64).numpy()
     h = (h + h.T) / 2  # float32 accumulation may leave rounding asymmetry
     try:
-        result = prune_layer(w, h, n, m, method=method, structure=structure, **options)
+        with torch_threads_kept():
+            result = prune_layer(w, h, n, m, method=method, structure=structure, **options)
     except ValueError as err:
         raise ValueError(f"layer {name!r}: {err}") from err
     with torch.no_grad():

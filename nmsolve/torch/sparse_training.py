@@ -75,7 +75,7 @@ import torch
 from torch import nn
 
 from nmsolve._validate import check_bool, check_nm
-from nmsolve.torch._convert import to_numpy
+from nmsolve.torch._convert import to_numpy, torch_threads_kept
 from nmsolve.torch.adapter import (
     DEFAULT_TYPES,
     LayerReport,
@@ -282,14 +282,15 @@ class SparseTraining:
     def before_optimizer_step(self) -> None:
         """Call after ``loss.backward()`` and before ``optimizer.step()``."""
         self._check_attached()
-        for layer in self.layers.values():
-            self.on_before_step(layer)
+        with torch_threads_kept():
+            for layer in self.layers.values():
+                self.on_before_step(layer)
 
     def after_optimizer_step(self) -> None:
         """Call after ``optimizer.step()``: counts the step and refreshes masks on schedule."""
         self._check_attached()
         self.step += 1
-        with torch.no_grad():
+        with torch.no_grad(), torch_threads_kept():
             for layer in self.layers.values():
                 self.on_after_step(layer)
 
@@ -297,7 +298,7 @@ class SparseTraining:
         """Call once at the end of every epoch: counts the epoch and runs epoch-based schedules."""
         self._check_attached()
         self.epoch += 1
-        with torch.no_grad():
+        with torch.no_grad(), torch_threads_kept():
             for layer in self.layers.values():
                 self.on_end_epoch(layer)
 
