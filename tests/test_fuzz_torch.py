@@ -254,6 +254,49 @@ def _select(model: nn.Module, s: Spec) -> Any:
     assert {name for name, _ in chosen}.isdisjoint(r.name for r in skipped)
 
 
+def _forward(model: nn.Module) -> torch.Tensor | None:
+    """The model's output on a fixed input fitting its first layer (None when the layers do not chain)."""
+    first = next((mod for mod in model if isinstance(getattr(mod, "weight", None), torch.Tensor)), None)
+    if first is None:
+        return None
+    gen = torch.Generator().manual_seed(0)
+    if isinstance(first, nn.Embedding):
+        x = torch.randint(0, first.num_embeddings, (3,), generator=gen)
+    elif isinstance(first, nn.Linear):
+        x = torch.randn(3, first.in_features, generator=gen).to(first.weight.dtype)
+    else:
+        x = torch.randn(1, first.weight.shape[0 if isinstance(first, nn.ConvTranspose2d) else 1], 2, 2, generator=gen)
+        x = x.to(first.weight.dtype)
+    try:
+        with torch.no_grad():
+            return model(x).double()
+    except RuntimeError:
+        return None
+
+
+def _permute(model: nn.Module, s: Spec, groups: Any = "auto") -> Any:
+    """permute_channels (a bad method is passed as scores): the outputs stay the same."""
+    scores = "magnitude" if s.method in GOOD["method"] else s.method
+    before = _forward(model)
+    report = nt.permute_channels(model, s.n, s.m, scores=scores, groups=groups, include=s.include, progress=False)
+    for g in report.groups:
+        assert sorted(g.permutation.tolist()) == list(range(g.permutation.size))
+        assert g.kept_after >= g.kept_before
+    after = _forward(model)
+    if before is not None and after is not None:
+        half = s.dtype in (torch.float16, torch.bfloat16)
+        tol = 2e-2 if half else 1e-4
+        torch.testing.assert_close(after, before, rtol=tol, atol=tol, equal_nan=True)
+    str(report)
+    return report
+
+
+def _permutation_group(model: nn.Module, s: Spec) -> Any:
+    """A user-given group: the bad include value as its consumers."""
+    consumers = s.include if s.bad == "include" else ("1",)
+    return _permute(model, s, groups=[nt.PermutationGroup(producers=("0",), consumers=consumers)])
+
+
 # name -> (call(model, spec), what is done to the model first: "" nothing, "masked" random masks on its
 # Linear layers, "baked" those masks baked)
 CALLS: dict[str, tuple[Callable[[nn.Module, Spec], Any], str]] = {
@@ -278,6 +321,10 @@ CALLS: dict[str, tuple[Callable[[nn.Module, Spec], Any], str]] = {
     "SRigL": (_srigl, ""),
     "CondensedLinear": (_condense, "baked"),
     "condense_model": (_condense, "baked"),
+    "permute_channels": (_permute, ""),
+    "PermutationReport": (_permute, ""),
+    "PermutedGroup": (_permute, ""),
+    "PermutationGroup": (_permutation_group, ""),
 }
 EXTRA = {"load_state_dict (foreign)": (_load_foreign, "")}
 
@@ -359,6 +406,7 @@ MODEL_CALLS = {
     "condense_model": lambda x: nt.condense_model(x),
     "SRSTE": lambda x: nt.SRSTE(x),
     "SRigL": lambda x: nt.SRigL(x, t_end=10),
+    "permute_channels": lambda x: nt.permute_channels(x),
 }
 
 

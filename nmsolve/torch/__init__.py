@@ -9,6 +9,9 @@ submodules listed in ``_EXPORTS``; a training method is added by one line there.
   block (SparseGPT, Wanda, magnitude; weights updated in place); :func:`prune_model_folder`
   (:mod:`nmsolve.torch.model_folder`): the same for a Hugging Face model folder on calibration text,
   written as a new folder (the library behind ``nmsolve prune-model``).
+* :func:`permute_channels` (:mod:`nmsolve.torch.permute`): function-preserving channel permutations
+  (MLP hidden units, attention value dimensions per head, conv channels through BatchNorm) chosen so
+  that a later N:M pruning keeps more, N:M in stored order.
 * :class:`SparseTraining` / :class:`NMTraining` (:mod:`nmsolve.torch.sparse_training`): the base of the
   training methods :class:`SRSTE`, :class:`LBC`, :class:`BiMask`, :class:`TransposableTraining`.
 """
@@ -49,6 +52,10 @@ _EXPORTS: dict[str, str] = {
     "repeated_blocks": "nmsolve.torch.oneshot",
     "prune_model_folder": "nmsolve.torch.model_folder",
     "ModelPruneResult": "nmsolve.torch.model_folder",
+    "permute_channels": "nmsolve.torch.permute",
+    "PermutationGroup": "nmsolve.torch.permute",
+    "PermutationReport": "nmsolve.torch.permute",
+    "PermutedGroup": "nmsolve.torch.permute",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -75,6 +82,7 @@ if TYPE_CHECKING:
     from nmsolve.torch.lbc import LBC
     from nmsolve.torch.model_folder import ModelPruneResult, prune_model_folder
     from nmsolve.torch.oneshot import OneShotLayerReport, OneShotReport, prune_oneshot, repeated_blocks
+    from nmsolve.torch.permute import PermutationGroup, PermutationReport, PermutedGroup, permute_channels
     from nmsolve.torch.sparse_training import Layer, NMTraining, SparseTraining
     from nmsolve.torch.srigl import CondensedLinear, SRigL, condense_model
     from nmsolve.torch.srste import SRSTE
