@@ -297,6 +297,30 @@ def _permutation_group(model: nn.Module, s: Spec) -> Any:
     return _permute(model, s, groups=[nt.PermutationGroup(producers=("0",), consumers=consumers)])
 
 
+def _save_folder(model: nn.Module, s: Spec) -> Any:
+    """save_model_folder with a stand-in save_pretrained: the sidecar lists exactly the N:M layers."""
+    import tempfile
+    from pathlib import Path
+
+    def save_pretrained(folder: Any, **options: Any) -> None:
+        torch.save(model.state_dict(), Path(folder) / "pytorch_model.bin")
+
+    model.save_pretrained = save_pretrained  # type: ignore[assignment]
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "source"
+        source.mkdir()
+        (source / "config.json").write_text("{}")
+        sidecar = nt.save_model_folder(model, source, Path(tmp) / "out", n=s.n, m=s.m)
+        assert (Path(tmp) / "out" / "nmsolve_sparsity.json").is_file()
+    listed = {entry["module"] for entry in sidecar["layers"]}
+    for name, mod in model.named_modules():
+        if isinstance(mod, (nn.Linear, nn.Conv2d)):
+            w = mod.weight.detach().float().numpy()
+            w = np.moveaxis(w, 1, -1).reshape(-1, w.shape[1]) if w.ndim > 2 else w
+            fits = w.shape[1] % s.m == 0 and is_nm(w, s.n, s.m)
+            assert (name in listed) == fits, name
+
+
 # name -> (call(model, spec), what is done to the model first: "" nothing, "masked" random masks on its
 # Linear layers, "baked" those masks baked)
 CALLS: dict[str, tuple[Callable[[nn.Module, Spec], Any], str]] = {
@@ -325,6 +349,7 @@ CALLS: dict[str, tuple[Callable[[nn.Module, Spec], Any], str]] = {
     "PermutationReport": (_permute, ""),
     "PermutedGroup": (_permute, ""),
     "PermutationGroup": (_permutation_group, ""),
+    "save_model_folder": (_save_folder, "baked"),
 }
 EXTRA = {"load_state_dict (foreign)": (_load_foreign, "")}
 
