@@ -263,6 +263,33 @@ def test_bert_outputs_unchanged_magnitude_and_wanda():
     assert report.scores == "wanda" and len(report.groups) == 4
 
 
+def test_hf_llama_gqa_outputs_unchanged():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(
+        vocab_size=50,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+    )
+    torch.manual_seed(7)
+    model = transformers.LlamaForCausalLM(config).double().eval()
+    ids = torch.randint(0, 50, (2, 7))
+    y = model(ids).logits
+    report = nt.permute_channels(model, 2, 4, progress=False)
+    torch.testing.assert_close(model(ids).logits, y, atol=ATOL, rtol=0)
+    _check_report(report)
+    assert sorted((g.group.kind, g.group.head_size) for g in report.groups) == [
+        ("attention", 8),
+        ("attention", 8),
+        ("mlp", None),
+        ("mlp", None),
+    ]
+    assert all(g.changed for g in report.groups)
+
+
 def test_prune_oneshot_after_permuting_is_nm_in_stored_order():
     model = _llama()
     nt.permute_channels(model, 2, 4, progress=False)
