@@ -318,13 +318,76 @@ def test_user_groups_on_a_custom_module():
         model.norm.bias.uniform_(-1, 1)
     x = torch.randn(5, 6, dtype=torch.float64)
     y = model(x)
-    auto = nt.permute_channels(model, 1, 4, progress=False)
-    assert not auto.groups  # nothing found automatically (not a Sequential, no known names)
     group = nt.PermutationGroup(producers=("fc1",), consumers=("fc2",), channels=("norm",))
     report = nt.permute_channels(model, 1, 4, groups=[group], progress=False)
     torch.testing.assert_close(model(x), y, atol=ATOL, rtol=0)
     _check_report(report)
     assert report.groups[0].group is group
+
+
+class _Bottleneck(nn.Module):
+    """A ResNet-style bottleneck (traced by torch.fx): one ReLU module called three times, a residual."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(16, 8, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.conv3 = nn.Conv2d(8, 16, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(16)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.relu(self.bn3(self.conv3(out)) + x)
+
+
+class _Branches(nn.Module):
+    """One producer read by two consumers (siblings: one permutation serves both)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(8, 16)
+        self.norm = nn.LayerNorm(16)
+        self.left = nn.Linear(16, 4)
+        self.right = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = nn.functional.gelu(self.norm(self.fc1(x)))
+        return self.left(h) * torch.tanh(self.right(h.relu()))
+
+
+def test_fx_finds_groups_in_traceable_modules():
+    torch.manual_seed(8)
+    block = _Bottleneck().double()
+    with torch.no_grad():
+        for mod in block.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.uniform_(-1, 1)
+                mod.running_var.uniform_(0.5, 2)
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.5, 0.5)
+    block.eval()
+    x = torch.randn(2, 16, 5, 5, dtype=torch.float64)
+    y = block(x)
+    report = nt.permute_channels(block, 2, 4, progress=False)
+    torch.testing.assert_close(block(x), y, atol=ATOL, rtol=0)
+    _check_report(report)
+    assert [(g.group.producers, g.group.channels, g.group.consumers) for g in report.groups] == [
+        (("conv1",), ("bn1",), ("conv2",)),
+        (("conv2",), ("bn2",), ("conv3",)),
+    ]
+    assert {r.name for r in report.skipped} == {"conv1"}  # it reads the block's input (also the residual)
+
+    model = _Branches().double()
+    x = torch.randn(3, 8, dtype=torch.float64)
+    y = model(x)
+    report = nt.permute_channels(model, 2, 4, progress=False)
+    torch.testing.assert_close(model(x), y, atol=ATOL, rtol=0)
+    _check_report(report)
+    assert [(g.group.channels, g.group.consumers) for g in report.groups] == [(("norm",), ("left", "right"))]
 
 
 # --------------------------------------------------------------------------- left alone, with the reason

@@ -7,7 +7,9 @@ per-channel in between: BatchNorm running statistics and affine parameters, a La
 parameters) follow. Inside attention the value dimensions of each head can be permuted the same way
 (within the head), which reorders the input columns of the output projection.
 
-:func:`permute_channels` finds such groups (producers, per-channel modules, consumers) in a model,
+:func:`permute_channels` finds such groups (producers, per-channel modules, consumers) in a model
+(by the module names of the usual transformer layers, inside ``nn.Sequential`` chains, and in the
+``torch.fx`` graph of models that trace),
 searches each group's permutation with :func:`nmsolve.channel_permutation` on the summed scores of
 its consumers, and writes the permuted weights in place. A later N:M pruning (magnitude,
 :func:`nmsolve.torch.prune_oneshot`) then keeps more, and its masks are N:M in stored order.
@@ -346,9 +348,93 @@ def _sequential_groups(model: nn.Module, names: dict[int, str]) -> list[Permutat
     return groups
 
 
+_FX_FUNCTIONS = {
+    torch.relu,
+    torch.sigmoid,
+    torch.tanh,
+    nn.functional.relu,
+    nn.functional.relu6,
+    nn.functional.gelu,
+    nn.functional.silu,
+    nn.functional.mish,
+    nn.functional.leaky_relu,
+    nn.functional.elu,
+    nn.functional.selu,
+    nn.functional.hardswish,
+    nn.functional.softplus,
+    nn.functional.dropout,
+}
+_FX_METHODS = {"relu", "sigmoid", "tanh"}
+
+
+def _fx_groups(model: nn.Module) -> list[PermutationGroup]:
+    """Groups from the torch.fx graph of ``model`` (none when it does not trace symbolically).
+
+    A Linear / Conv2d called once whose output reaches only Linear / Conv2d inputs (each called
+    once), through elementwise functions and modules and per-channel modules that have no other
+    input, is a group (several consumers share its permutation).
+    """
+    import warnings
+
+    import torch.fx
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            graph = torch.fx.symbolic_trace(model).graph
+    except Exception:  # any model that does not trace is simply not analysed this way
+        return []
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    modules = dict(model.named_modules())
+
+    def only_input(user: Any, node: Any) -> bool:
+        return list(user.all_input_nodes) == [node] and bool(user.args) and user.args[0] is node
+
+    groups: list[PermutationGroup] = []
+    for node in graph.nodes:
+        if node.op != "call_module" or calls.get(node.target) != 1:
+            continue
+        producer = modules.get(node.target)
+        if not isinstance(producer, _LAYERS):
+            continue
+        consumers: list[str] = []
+        channels: list[str] = []
+        frontier, ok = [node], True
+        while frontier and ok:
+            current = frontier.pop()
+            if not current.users:
+                ok = False
+            for user in current.users:
+                target = modules.get(user.target) if user.op == "call_module" else None
+                stateful = isinstance(target, (*_LAYERS, *_PER_CHANNEL))
+                if not only_input(user, current) or (stateful and calls.get(user.target) != 1):
+                    ok = False
+                elif isinstance(target, _LAYERS):
+                    consumers.append(user.target)
+                elif isinstance(target, _PER_CHANNEL):
+                    channels.append(user.target)
+                    frontier.append(user)
+                elif (
+                    (target is not None and _elementwise(target))
+                    or (user.op == "call_function" and user.target in _FX_FUNCTIONS)
+                    or (user.op == "call_method" and user.target in _FX_METHODS)
+                ):
+                    frontier.append(user)
+                else:
+                    ok = False
+        if ok and consumers:
+            kind = "mlp" if isinstance(producer, nn.Linear) else "conv"
+            groups.append(PermutationGroup((node.target,), tuple(consumers), tuple(channels), kind=kind))
+    return groups
+
+
 def _discover(model: nn.Module, names: dict[int, str]) -> tuple[list[PermutationGroup], list[tuple[str, str]]]:
     groups, problems = _pattern_groups(model, names)
     groups += _sequential_groups(model, names)
+    groups += _fx_groups(model)
     return groups, problems
 
 
@@ -626,9 +712,13 @@ def permute_channels(
         ``mlp.up_proj`` -> ``mlp.down_proj``, DistilBERT ``ffn.lin1`` -> ``ffn.lin2``); the value
         dimensions of every attention head (``attention.self.value`` -> ``attention.output.dense``,
         ``self_attn.v_proj`` -> ``self_attn.o_proj``, grouped-query attention included), permuted
-        within each head; and inside every ``nn.Sequential`` (nested ones flattened), each
+        within each head; inside every ``nn.Sequential`` (nested ones flattened), each
         Linear -> Linear or Conv2d -> Conv2d chain whose modules in between are elementwise
-        activations, dropout or per-channel BatchNorm/LayerNorm. Or give the groups yourself.
+        activations, dropout or per-channel BatchNorm/LayerNorm; and, when the model traces with
+        ``torch.fx.symbolic_trace``, every Linear / Conv2d whose output reaches only the inputs of
+        Linear / Conv2d layers through elementwise functions (relu, gelu, silu, ...) and modules and
+        per-channel modules (a ResNet bottleneck's conv1 -> bn1 -> relu -> conv2; one producer read
+        by several consumers shares one permutation). Or give the groups yourself.
     method : str, default "tabu"
         The search of :func:`nmsolve.channel_permutation` (a key of
         :data:`nmsolve.permutation.channel.METHODS`).
