@@ -321,6 +321,88 @@ def _save_folder(model: nn.Module, s: Spec) -> Any:
             assert (name in listed) == fits, name
 
 
+def _input(model: nn.Module) -> torch.Tensor | None:
+    """A batch the model's forward takes (None when its layers do not chain)."""
+    first = next((mod for mod in model if isinstance(getattr(mod, "weight", None), torch.Tensor)), None)
+    if first is None or _forward(model) is None:
+        return None
+    gen = torch.Generator().manual_seed(1)
+    if isinstance(first, nn.Embedding):
+        return torch.randint(0, first.num_embeddings, (4,), generator=gen)
+    if isinstance(first, nn.Linear):
+        return torch.randn(4, first.in_features, generator=gen).to(first.weight.dtype)
+    channels = first.weight.shape[0 if isinstance(first, nn.ConvTranspose2d) else 1]
+    return torch.randn(1, channels, 2, 2, generator=gen).to(first.weight.dtype)
+
+
+def _oneshot(model: nn.Module, s: Spec) -> Any:
+    """prune_oneshot (a bad method is passed as structure): the layers it reports are N:M as stored."""
+    import dataclasses
+
+    structure = s.method if s.method not in GOOD["method"] else ("nm" if s.method == "nm" else "transposable")
+    x = _input(model)
+    if x is None:  # the layers do not chain: nothing to run; still check the arguments and blocks
+        return nt.repeated_blocks(model, include=s.include)
+    before = _state(model)
+    try:
+        report = nt.prune_oneshot(model, [x], s.n, s.m, method="magnitude", structure=structure, include=s.include)
+    except ValueError as err:
+        # documented refusals that are not about the argument drawn bad: prune_oneshot takes no types, and
+        # a model without Linear layers (m not dividing nothing) has nothing to prune
+        nothing = "no Linear layer to prune" in str(err) and s.bad in ("nothing", "nm", "types")
+        if s.bad != "types" and not nothing:
+            raise
+        assert nothing or _names_the_value(str(err), dataclasses.replace(s, bad="nothing")), str(err)
+        assert _same(before, _state(model)), f"prune_oneshot changed the model and then failed: {err}"
+        return None
+    for layer in report.layers:
+        w = model.get_submodule(layer.name).weight.detach().float().numpy()
+        assert is_nm(w, s.n, s.m), layer.name
+    str(report)
+    return report
+
+
+_FOLDER: dict[str, Any] = {}
+
+
+def _tiny_bert_folder() -> Any:
+    """A tiny Hugging Face BERT folder and calibration text, written once per session."""
+    if "path" not in _FOLDER:
+        import tempfile
+        from pathlib import Path
+
+        transformers = pytest.importorskip("transformers")
+        folder = Path(tempfile.mkdtemp(prefix="nmsolve-fuzz-")) / "model"
+        folder.mkdir()
+        words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "a", "mat"]
+        (folder / "vocab.txt").write_text("\n".join(words) + "\n")
+        transformers.BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+        config = transformers.BertConfig(
+            vocab_size=len(words), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+        )
+        torch.manual_seed(0)
+        transformers.BertModel(config).save_pretrained(folder)
+        (folder.parent / "calib.txt").write_text("the cat sat on a mat\na cat sat\n")
+        _FOLDER["path"] = folder
+    return _FOLDER["path"]
+
+
+def _model_folder(model: nn.Module, s: Spec) -> Any:
+    """prune_model_folder on a tiny BERT folder (the fuzzed model is not used: it must stay unchanged)."""
+    import tempfile
+    from pathlib import Path
+
+    folder = _tiny_bert_folder()
+    include = s.include if s.bad == "include" else "encoder.*"  # the good values name the fuzzed model's layers
+    with tempfile.TemporaryDirectory() as tmp:
+        result = nt.prune_model_folder(
+            folder, Path(tmp) / "out", folder.parent / "calib.txt", s.n, s.m, method="magnitude", include=include
+        )
+        listed = {entry["module"] for entry in result.sparsity["layers"]}
+        assert {layer.name for layer in result.report.layers} <= listed
+    return result
+
+
 # name -> (call(model, spec), what is done to the model first: "" nothing, "masked" random masks on its
 # Linear layers, "baked" those masks baked)
 CALLS: dict[str, tuple[Callable[[nn.Module, Spec], Any], str]] = {
@@ -350,6 +432,12 @@ CALLS: dict[str, tuple[Callable[[nn.Module, Spec], Any], str]] = {
     "PermutedGroup": (_permute, ""),
     "PermutationGroup": (_permutation_group, ""),
     "save_model_folder": (_save_folder, "baked"),
+    "prune_oneshot": (_oneshot, ""),
+    "OneShotReport": (_oneshot, ""),
+    "OneShotLayerReport": (_oneshot, ""),
+    "repeated_blocks": (lambda model, s: nt.repeated_blocks(model, include=s.include), ""),
+    "prune_model_folder": (_model_folder, ""),
+    "ModelPruneResult": (_model_folder, ""),
 }
 EXTRA = {"load_state_dict (foreign)": (_load_foreign, "")}
 

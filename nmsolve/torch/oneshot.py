@@ -669,7 +669,8 @@ def _check_layers(chosen: list[tuple[str, nn.Module]], m: int, structure: str) -
         )
     bad = [name for name, module in chosen if not bool(torch.isfinite(module.weight.detach()).all())]
     if bad:
-        raise ValueError(f"layers {bad} hold NaN or inf weights")
+        others = f" (and {bad[1:]})" if len(bad) > 1 else ""
+        raise ValueError(f"layer {bad[0]!r}{others} holds NaN or inf weights")
 
 
 def _verify_written(name: str, weight: torch.Tensor, n: int, m: int, structure: str) -> None:
