@@ -290,6 +290,32 @@ def test_hf_llama_gqa_outputs_unchanged():
     assert all(g.changed for g in report.groups)
 
 
+def test_wanda_scores_use_the_input_norms_of_each_consumer():
+    from nmsolve.nm import magnitude_mask
+
+    model = _cnn()
+    batches = [torch.randn(2, 3, 6, 6, dtype=torch.float64) for _ in range(2)]
+    inputs: list[torch.Tensor] = []
+    handle = model.get_submodule("3.0").register_forward_pre_hook(lambda mod, args: inputs.append(args[0]))
+    with torch.no_grad():
+        y = [model(b) for b in batches]
+    handle.remove()
+    norms = torch.cat(inputs).pow(2).sum(dim=(0, 2, 3)).sqrt().numpy()
+    w = model.get_submodule("3.0").weight.detach().numpy()
+    scores = np.moveaxis(np.abs(w), 1, -1).reshape(-1, 8) * norms
+    expected = scores[magnitude_mask(scores, 2, 4)].sum()
+    report = nt.permute_channels(model, 2, 4, scores="wanda", calibration=batches, progress=False)
+    group = report.groups[0]
+    assert group.group.consumers == ("3.0",)
+    assert group.kept_before == pytest.approx(expected, rel=1e-12)
+    assert group.total == pytest.approx(scores.sum(), rel=1e-12)
+    with torch.no_grad():
+        for b, out in zip(batches, y, strict=True):
+            torch.testing.assert_close(model(b), out, atol=ATOL, rtol=0)
+    assert not model.training  # the calibration run restores the training flags
+    _check_report(report)
+
+
 def test_prune_oneshot_after_permuting_is_nm_in_stored_order():
     model = _llama()
     nt.permute_channels(model, 2, 4, progress=False)
