@@ -727,7 +727,9 @@ def permute_channels(
         :func:`nmsolve.torch.sparsify`); a group is permuted only when all its consumers are chosen.
     options : mapping, optional
         Extra keyword options of :func:`nmsolve.channel_permutation` (``time_limit``, ``max_iter``,
-        ``rng``, ...; ``rng`` defaults to 0, so the result is reproducible).
+        ``rng``, ...; ``rng`` defaults to 0, so the result is reproducible). They apply to each
+        search: one per group, one per head of an attention group (so ``time_limit=1`` costs about a
+        second per head).
     progress : bool, default True
         Show a progress bar over the groups.
 
