@@ -316,6 +316,55 @@ def test_wanda_scores_use_the_input_norms_of_each_consumer():
     _check_report(report)
 
 
+def test_residual_stream_of_a_llama_lm_keeps_the_logits():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(
+        vocab_size=50,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(9)
+    model = transformers.LlamaForCausalLM(config).double().eval()
+    dense = copy.deepcopy(model)
+    ids = torch.randint(0, 50, (2, 7))
+    y = model(ids).logits
+    report = nt.permute_channels(model, 2, 4, residual=True, progress=False)
+    # LlamaRMSNorm sums the squares in float32: a permutation of the channels changes its rounding
+    torch.testing.assert_close(model(ids).logits, y, atol=1e-6, rtol=0)
+    _check_report(report)
+    assert report.residual == "residual stream of model" and report.output_permutation is None
+    stream = next(g for g in report.groups if g.group.kind == "residual")
+    assert stream.changed and len(stream.group.consumers) == 10  # q, k, v, gate, up of two layers
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied, permuted once
+    assert not report.skipped
+    readers = list(stream.group.consumers)
+    assert _kept(model, readers) > _kept(dense, readers)
+
+
+def test_residual_stream_of_an_encoder_permutes_its_output_features():
+    model = _bert()
+    batch = _bert_batch()
+    out = model(**batch)
+    report = nt.permute_channels(model, 2, 4, residual=True, progress=False)
+    again = model(**batch)
+    perm = report.output_permutation
+    assert perm is not None and _is_perm(perm)
+    torch.testing.assert_close(again.last_hidden_state, out.last_hidden_state[..., perm], atol=ATOL, rtol=0)
+    torch.testing.assert_close(again.pooler_output, out.pooler_output, atol=ATOL, rtol=0)  # pooler reads it
+    assert "output_permutation" in str(report)
+
+    transformers = pytest.importorskip("transformers")
+    masked_lm = transformers.BertForMaskedLM(model.config).double().eval()
+    report = nt.permute_channels(masked_lm, 2, 4, residual=True, progress=False)
+    assert "cls.predictions.transform.dense" in report.residual and report.output_permutation is None
+    assert all(g.group.kind != "residual" for g in report.groups)
+
+
 def test_prune_oneshot_after_permuting_is_nm_in_stored_order():
     model = _llama()
     nt.permute_channels(model, 2, 4, progress=False)
@@ -493,6 +542,7 @@ def test_include_exclude_choose_the_consumers():
         ({"options": {"method": "tabu"}}, ValueError, "method"),
         ({"options": 3}, TypeError, "options"),
         ({"progress": "yes"}, TypeError, "progress"),
+        ({"residual": "yes"}, TypeError, "residual"),
         ({"scores": "wanda", "calibration": torch.randn(2, 12)}, TypeError, "calibration"),
         ({"scores": "wanda", "calibration": []}, ValueError, "no batches"),
     ],

@@ -173,6 +173,14 @@ class PermutationReport:
     method : str
     seconds : float
         Wall time of the whole call (calibration, searches, writing).
+    residual : str
+        With ``residual=True``: which residual stream was permuted, or why none was.
+    output_permutation : ndarray of int64 or None
+        When the residual stream was permuted and the model returns it (a bare encoder such as
+        ``BertModel``, sentence embeddings, a ``LlamaModel`` without ``lm_head``): the model's output
+        features now come out in this order (new feature ``i`` is old feature
+        ``output_permutation[i]``; ``out[..., argsort(output_permutation)]`` undoes it). None when
+        the outputs are unchanged.
     """
 
     groups: tuple[PermutedGroup, ...]
@@ -181,6 +189,8 @@ class PermutationReport:
     scores: str = ""
     method: str = ""
     seconds: float = 0.0
+    residual: str = ""
+    output_permutation: np.ndarray | None = None
 
     @property
     def kept_before(self) -> float:
@@ -221,6 +231,12 @@ class PermutationReport:
         )
         lines.append("(kept: fraction of the consumers' score kept by N:M along their input)")
         lines.append(f"wall time {self.seconds:.2f} s")
+        if self.residual:
+            lines.append(self.residual)
+        if self.output_permutation is not None:
+            lines.append(
+                "note: the model's output features are permuted (output_permutation); outputs compare after undoing it"
+            )
         for r in self.skipped:
             lines.append(f"not permuted: {r.name} ({r.reason})")
         return "\n".join(lines)
@@ -461,6 +477,9 @@ class _Plan:
     size: int  # channels C
     head: int  # block size (C when the group has no heads)
     repeats: list[int]  # per consumer: in = repeat * C
+    embeddings: list[nn.Module] = field(default_factory=list)  # residual stream: Embedding columns
+    readers: list[nn.Module] = field(default_factory=list)  # residual stream: columns, outside the objective
+    output_permuted: bool = False  # residual stream: the model returns it
 
 
 def _channels_out(module: nn.Module) -> int:
@@ -642,14 +661,25 @@ def _take(t: torch.Tensor, dim: int, index: torch.Tensor) -> None:
 
 def _apply(plan: _Plan, perm: np.ndarray) -> None:
     index = torch.from_numpy(perm)
+    done: set[tuple[int, int]] = set()  # (tensor, dim): a tied tensor (embeddings and lm_head) is permuted once
+
+    def take(t: torch.Tensor, dim: int, idx: torch.Tensor) -> None:
+        if (id(t), dim) not in done:
+            done.add((id(t), dim))
+            _take(t, dim, idx)
+
     for p in plan.producers:
-        _take(p.weight, 0, index)
+        take(p.weight, 0, index)
         if p.bias is not None:
-            _take(p.bias, 0, index)
+            take(p.bias, 0, index)
     for c in plan.channels:
         for t in list(c.parameters(recurse=False)) + list(c.buffers(recurse=False)):
             if t.dim() == 1 and t.shape[0] == plan.size:  # not num_batches_tracked
-                _take(t, 0, index)
+                take(t, 0, index)
+    for e in plan.embeddings:
+        take(e.weight, 1, index)
+    for c in plan.readers:
+        take(c.weight, 1, index)
     for c, repeat in zip(plan.consumers, plan.repeats, strict=True):
         if repeat == 1:
             cols = index
@@ -660,7 +690,163 @@ def _apply(plan: _Plan, perm: np.ndarray) -> None:
             cols = (per_block.repeat_interleave(repeat, dim=0) + torch.arange(heads).view(heads, 1) * plan.head).view(
                 -1
             )
-        _take(c.weight, 1, cols)
+        take(c.weight, 1, cols)
+
+
+# --------------------------------------------------------------------------- the residual stream
+
+# the transformer layouts whose residual stream (hidden states) can be permuted as a whole, relative to
+# the module holding the embeddings and the layer list
+_STREAMS: tuple[dict[str, Any], ...] = (
+    {  # BERT, RoBERTa, MiniLM, ...
+        "embeddings": (
+            "embeddings.word_embeddings",
+            "embeddings.position_embeddings",
+            "embeddings.token_type_embeddings",
+        ),
+        "norms": ("embeddings.LayerNorm",),
+        "layers": "encoder.layer",
+        "layer_norms": ("attention.output.LayerNorm", "output.LayerNorm"),
+        "layer_readers": ("attention.self.query", "attention.self.key", "attention.self.value", "intermediate.dense"),
+        "layer_writers": ("attention.output.dense", "output.dense"),
+        "final_norms": (),
+        "heads": ("pooler.dense",),  # a reader of the stream that is not part of it
+    },
+    {  # Llama, Mistral, Qwen, ...
+        "embeddings": ("embed_tokens",),
+        "norms": (),
+        "layers": "layers",
+        "layer_norms": ("input_layernorm", "post_attention_layernorm"),
+        "layer_readers": (
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "mlp.gate_proj",
+            "mlp.up_proj",
+        ),
+        "layer_writers": ("self_attn.o_proj", "mlp.down_proj"),
+        "final_norms": ("norm",),
+        "heads": (),
+    },
+)
+
+
+def _is_norm(module: nn.Module, size: int) -> bool:
+    """A LayerNorm / RMSNorm over the last axis of ``size`` channels (its statistics do not depend on
+    the order of the channels)."""
+    if isinstance(module, nn.LayerNorm):
+        return tuple(module.normalized_shape) == (size,)
+    rms = getattr(nn, "RMSNorm", None)
+    if (rms is not None and isinstance(module, rms)) or type(module).__name__.endswith("RMSNorm"):
+        weight = getattr(module, "weight", None)
+        return isinstance(weight, torch.Tensor) and tuple(weight.shape) == (size,)
+    return False
+
+
+def _residual_plan(model: nn.Module, names: dict[int, str], m: int, chosen: Any) -> tuple[_Plan | None, str, str]:
+    """The residual-stream plan of the first known layout found, or None, the reason and where."""
+    for base_name, base in model.named_modules():
+        for layout in _STREAMS:
+            first = _get(base, layout["embeddings"][0])
+            layers = _get(base, layout["layers"])
+            if not isinstance(first, nn.Embedding) or not isinstance(layers, nn.ModuleList) or not len(layers):
+                continue
+            prefix = f"{base_name}." if base_name else ""
+            plan, reason = _stream(model, base, prefix, layout, layers, first.embedding_dim, names, m, chosen)
+            return plan, reason, base_name or "<model>"
+    return None, "no known transformer layout (BERT- or Llama-style embeddings and layer list)", ""
+
+
+def _stream(
+    model: nn.Module,
+    base: nn.Module,
+    prefix: str,
+    layout: dict[str, Any],
+    layers: nn.ModuleList,
+    size: int,
+    names: dict[int, str],
+    m: int,
+    chosen: Any,
+) -> tuple[_Plan | None, str]:
+    embeddings = [e for e in (_get(base, p) for p in layout["embeddings"]) if e is not None]
+    norms = [x for x in (_get(base, p) for p in layout["norms"] + layout["final_norms"]) if x is not None]
+    if len(norms) != len(layout["norms"] + layout["final_norms"]):
+        return None, f"a norm of {list(layout['norms'] + layout['final_norms'])} is missing"
+    readers: list[nn.Module] = []
+    writers: list[nn.Module] = []
+    for i, layer in enumerate(layers):
+        parts = {p: _get(layer, p) for p in layout["layer_norms"] + layout["layer_readers"] + layout["layer_writers"]}
+        missing = [p for p, x in parts.items() if x is None]
+        if missing:
+            return None, f"layer {i} has no {missing[0]}"
+        norms += [parts[p] for p in layout["layer_norms"]]  # type: ignore[misc]
+        readers += [parts[p] for p in layout["layer_readers"]]  # type: ignore[misc]
+        writers += [parts[p] for p in layout["layer_writers"]]  # type: ignore[misc]
+    heads = [x for x in (_get(base, p) for p in layout["heads"]) if x is not None]
+    # a reader of the stream outside the base module: a language-model head (Llama's lm_head)
+    outer = [x for name, x in model.named_modules() if name.endswith("lm_head") and isinstance(x, nn.Linear)]
+    heads += [x for x in outer if x.in_features == size]
+    for e in embeddings:
+        if not isinstance(e, nn.Embedding) or e.embedding_dim != size:
+            return None, f"{names.get(id(e))} is not an Embedding of dimension {size}"
+    for x in norms:
+        if not _is_norm(x, size):
+            return None, f"{names.get(id(x))} is a {type(x).__name__}, not a LayerNorm/RMSNorm over {size} channels"
+    for x in readers + heads:
+        if not isinstance(x, nn.Linear) or x.in_features != size:
+            return None, f"{names.get(id(x))} does not read the {size} hidden channels"
+    for x in writers:
+        if not isinstance(x, nn.Linear) or x.out_features != size:
+            return None, f"{names.get(id(x))} does not write the {size} hidden channels"
+    members = embeddings + norms + readers + writers + heads
+    known = {id(x) for x in members}
+    for x in members:
+        if parametrize.is_parametrized(x):
+            return None, f"{names.get(id(x))} carries a mask or another parametrization (bake or remove it first)"
+    # every other tensor of the hidden size inside the base module: something this layout does not know
+    for name, module in base.named_modules():
+        if id(module) in known:
+            continue
+        for t in list(module.parameters(recurse=False)) + list(module.buffers(recurse=False)):
+            if t.dtype.is_floating_point and size in tuple(t.shape):
+                return None, f"{prefix}{name} holds a tensor of the hidden size {size} that is not known to be safe"
+    inside = {id(mod) for mod in base.modules()}
+    for name, module in model.named_modules():  # outside: a head reading the hidden states it does not know
+        if id(module) in inside or id(module) in known:
+            continue
+        for t in list(module.parameters(recurse=False)) + list(module.buffers(recurse=False)):
+            if t.dtype.is_floating_point and size in tuple(t.shape):
+                return (
+                    None,
+                    f"{name} (outside {prefix[:-1] or 'the model'}) may read the hidden states; not known to be safe",
+                )
+    if size % m:
+        return None, f"the hidden size {size} is not a multiple of m={m}"
+    objective = [x for x in readers if chosen(names[id(x)])]
+    if not objective:
+        return None, "no reader of the residual stream is chosen by include/exclude"
+    others = [x for x in readers + heads if x not in objective]
+    group = PermutationGroup(
+        producers=tuple(names[id(x)] for x in writers),
+        consumers=tuple(names[id(x)] for x in objective),
+        channels=tuple(names[id(x)] for x in norms),
+        kind="residual",
+    )
+    return (
+        _Plan(
+            group,
+            writers,
+            norms,
+            objective,
+            size,
+            size,
+            [1] * len(objective),
+            embeddings=embeddings,
+            readers=others,
+            output_permuted=not outer,
+        ),
+        "",
+    )
 
 
 # --------------------------------------------------------------------------- the public function
@@ -678,6 +864,7 @@ def permute_channels(
     include: str | Sequence[str] | None = None,
     exclude: str | Sequence[str] | None = None,
     options: Mapping[str, Any] | None = None,
+    residual: bool = False,
     progress: bool = True,
 ) -> PermutationReport:
     """Permute channels of ``model`` in place, leaving its function unchanged, so that N:M keeps more.
@@ -730,6 +917,16 @@ def permute_channels(
         ``rng``, ...; ``rng`` defaults to 0, so the result is reproducible). They apply to each
         search: one per group, one per head of an attention group (so ``time_limit=1`` costs about a
         second per head).
+    residual : bool, default False
+        Also permute the residual stream (hidden states) of a BERT- or Llama-style transformer as a
+        whole: the embeddings' columns, every LayerNorm/RMSNorm, the rows of every layer that writes
+        it (attention output, MLP output) and the columns of every layer that reads it (query, key,
+        value, the MLP's first layers; pooler / ``lm_head`` too), chosen for the summed objective of
+        the readers inside the layers. Refused (with the reason in ``report.residual``) when any
+        tensor of the hidden size is not one of these. With an ``lm_head`` the logits are unchanged;
+        a model that returns the hidden states (``BertModel``, sentence embeddings) returns them
+        permuted by ``report.output_permutation`` (dot products and cosines between its outputs are
+        unchanged).
     progress : bool, default True
         Show a progress bar over the groups.
 
@@ -784,6 +981,7 @@ def permute_channels(
         raise ValueError(f"scores must be one of {list(SCORES)}, got {scores!r}")
     choose(METHODS, method)
     progress = check_bool(progress, "progress")
+    residual = check_bool(residual, "residual")
     if options is not None and not isinstance(options, Mapping):
         raise TypeError(f"options must be a mapping of channel_permutation keyword options, got {options!r}")
     opts = dict(options or {})
@@ -829,6 +1027,16 @@ def permute_channels(
             problems.extend((c, reason) for c in group.consumers)
         else:
             plans.append(plan)
+    stream = ""
+    if residual:
+        plan, reason, where = _residual_plan(model, names, m, chosen)
+        if plan is not None and taken & set(plan.group.consumers):
+            plan, reason = None, f"a reader is in another group: {sorted(taken & set(plan.group.consumers))[0]}"
+        if plan is None:
+            stream = f"residual stream not permuted: {reason}" + (f" ({where})" if where else "")
+        else:
+            plans.append(plan)
+            stream = f"residual stream of {where}"
 
     # every search runs before anything is written: a failure leaves the model as it was
     norms: dict[int, np.ndarray] = {}
@@ -857,8 +1065,13 @@ def permute_channels(
         if result.changed:
             _apply(plan, result.permutation)
 
+    output_permutation = None
+    for plan, result in zip(plans, results, strict=True):
+        if plan.output_permuted and result.changed:
+            output_permutation = result.permutation
     order = {name: i for i, name in enumerate(names.values())}
     permuted = {c for plan in plans for c in plan.group.consumers}
+    permuted |= {names[id(x)] for plan in plans for x in plan.readers}
     reasons = dict(problems)
     skipped = []
     for name, module in model.named_modules():
@@ -880,4 +1093,6 @@ def permute_channels(
         scores=scores,
         method=method,
         seconds=time.perf_counter() - start,
+        residual=stream,
+        output_permutation=output_permutation,
     )
