@@ -397,7 +397,8 @@ def run_prune_model(args: argparse.Namespace) -> int:
     print(result.report)
     print(
         f"\ncalibration: {result.samples} lines, {result.tokens:,} tokens; total {result.seconds:.2f} s"
-        f"\nwrote {result.destination} ({', '.join(result.weight_files)})"
+        f"\nwrote {result.destination} ({', '.join(result.weight_files)}, nmsolve_sparsity.json: "
+        f"{len((result.sparsity or {}).get('layers', []))} layers N:M in stored order, n counts kept weights)"
     )
     if result.files_copied:
         print(f"copied {', '.join(result.files_copied)}")

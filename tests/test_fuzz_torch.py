@@ -254,6 +254,155 @@ def _select(model: nn.Module, s: Spec) -> Any:
     assert {name for name, _ in chosen}.isdisjoint(r.name for r in skipped)
 
 
+def _forward(model: nn.Module) -> torch.Tensor | None:
+    """The model's output on a fixed input fitting its first layer (None when the layers do not chain)."""
+    first = next((mod for mod in model if isinstance(getattr(mod, "weight", None), torch.Tensor)), None)
+    if first is None:
+        return None
+    gen = torch.Generator().manual_seed(0)
+    if isinstance(first, nn.Embedding):
+        x = torch.randint(0, first.num_embeddings, (3,), generator=gen)
+    elif isinstance(first, nn.Linear):
+        x = torch.randn(3, first.in_features, generator=gen).to(first.weight.dtype)
+    else:
+        x = torch.randn(1, first.weight.shape[0 if isinstance(first, nn.ConvTranspose2d) else 1], 2, 2, generator=gen)
+        x = x.to(first.weight.dtype)
+    try:
+        with torch.no_grad():
+            return model(x).double()
+    except RuntimeError:
+        return None
+
+
+def _permute(model: nn.Module, s: Spec, groups: Any = "auto") -> Any:
+    """permute_channels (a bad method is passed as scores): the outputs stay the same."""
+    scores = "magnitude" if s.method in GOOD["method"] else s.method
+    before = _forward(model)
+    report = nt.permute_channels(model, s.n, s.m, scores=scores, groups=groups, include=s.include, progress=False)
+    for g in report.groups:
+        assert sorted(g.permutation.tolist()) == list(range(g.permutation.size))
+        assert g.kept_after >= g.kept_before
+    after = _forward(model)
+    if before is not None and after is not None:
+        half = s.dtype in (torch.float16, torch.bfloat16)
+        tol = 2e-2 if half else 1e-4
+        torch.testing.assert_close(after, before, rtol=tol, atol=tol, equal_nan=True)
+    str(report)
+    return report
+
+
+def _permutation_group(model: nn.Module, s: Spec) -> Any:
+    """A user-given group: the bad include value as its consumers."""
+    consumers = s.include if s.bad == "include" else ("1",)
+    return _permute(model, s, groups=[nt.PermutationGroup(producers=("0",), consumers=consumers)])
+
+
+def _save_folder(model: nn.Module, s: Spec) -> Any:
+    """save_model_folder with a stand-in save_pretrained: the sidecar lists exactly the N:M layers."""
+    import tempfile
+    from pathlib import Path
+
+    def save_pretrained(folder: Any, **options: Any) -> None:
+        torch.save(model.state_dict(), Path(folder) / "pytorch_model.bin")
+
+    model.save_pretrained = save_pretrained  # type: ignore[assignment]
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "source"
+        source.mkdir()
+        (source / "config.json").write_text("{}")
+        sidecar = nt.save_model_folder(model, source, Path(tmp) / "out", n=s.n, m=s.m)
+        assert (Path(tmp) / "out" / "nmsolve_sparsity.json").is_file()
+    listed = {entry["module"] for entry in sidecar["layers"]}
+    for name, mod in model.named_modules():
+        if isinstance(mod, (nn.Linear, nn.Conv2d)):
+            w = mod.weight.detach().float().numpy()
+            w = np.moveaxis(w, 1, -1).reshape(-1, w.shape[1]) if w.ndim > 2 else w
+            fits = w.shape[1] % s.m == 0 and is_nm(w, s.n, s.m)
+            assert (name in listed) == fits, name
+
+
+def _input(model: nn.Module) -> torch.Tensor | None:
+    """A batch the model's forward takes (None when its layers do not chain)."""
+    first = next((mod for mod in model if isinstance(getattr(mod, "weight", None), torch.Tensor)), None)
+    if first is None or _forward(model) is None:
+        return None
+    gen = torch.Generator().manual_seed(1)
+    if isinstance(first, nn.Embedding):
+        return torch.randint(0, first.num_embeddings, (4,), generator=gen)
+    if isinstance(first, nn.Linear):
+        return torch.randn(4, first.in_features, generator=gen).to(first.weight.dtype)
+    channels = first.weight.shape[0 if isinstance(first, nn.ConvTranspose2d) else 1]
+    return torch.randn(1, channels, 2, 2, generator=gen).to(first.weight.dtype)
+
+
+def _oneshot(model: nn.Module, s: Spec) -> Any:
+    """prune_oneshot (a bad method is passed as structure): the layers it reports are N:M as stored."""
+    import dataclasses
+
+    structure = s.method if s.method not in GOOD["method"] else ("nm" if s.method == "nm" else "transposable")
+    x = _input(model)
+    if x is None:  # the layers do not chain: nothing to run; still check the arguments and blocks
+        return nt.repeated_blocks(model, include=s.include)
+    before = _state(model)
+    try:
+        report = nt.prune_oneshot(model, [x], s.n, s.m, method="magnitude", structure=structure, include=s.include)
+    except ValueError as err:
+        # documented refusals that are not about the argument drawn bad: prune_oneshot takes no types, and
+        # a model without Linear layers (m not dividing nothing) has nothing to prune
+        nothing = "no Linear layer to prune" in str(err) and s.bad in ("nothing", "nm", "types")
+        if s.bad != "types" and not nothing:
+            raise
+        assert nothing or _names_the_value(str(err), dataclasses.replace(s, bad="nothing")), str(err)
+        assert _same(before, _state(model)), f"prune_oneshot changed the model and then failed: {err}"
+        return None
+    for layer in report.layers:
+        w = model.get_submodule(layer.name).weight.detach().float().numpy()
+        assert is_nm(w, s.n, s.m), layer.name
+    str(report)
+    return report
+
+
+_FOLDER: dict[str, Any] = {}
+
+
+def _tiny_bert_folder() -> Any:
+    """A tiny Hugging Face BERT folder and calibration text, written once per session."""
+    if "path" not in _FOLDER:
+        import tempfile
+        from pathlib import Path
+
+        transformers = pytest.importorskip("transformers")
+        folder = Path(tempfile.mkdtemp(prefix="nmsolve-fuzz-")) / "model"
+        folder.mkdir()
+        words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "a", "mat"]
+        (folder / "vocab.txt").write_text("\n".join(words) + "\n")
+        transformers.BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+        config = transformers.BertConfig(
+            vocab_size=len(words), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+        )
+        torch.manual_seed(0)
+        transformers.BertModel(config).save_pretrained(folder)
+        (folder.parent / "calib.txt").write_text("the cat sat on a mat\na cat sat\n")
+        _FOLDER["path"] = folder
+    return _FOLDER["path"]
+
+
+def _model_folder(model: nn.Module, s: Spec) -> Any:
+    """prune_model_folder on a tiny BERT folder (the fuzzed model is not used: it must stay unchanged)."""
+    import tempfile
+    from pathlib import Path
+
+    folder = _tiny_bert_folder()
+    include = s.include if s.bad == "include" else "encoder.*"  # the good values name the fuzzed model's layers
+    with tempfile.TemporaryDirectory() as tmp:
+        result = nt.prune_model_folder(
+            folder, Path(tmp) / "out", folder.parent / "calib.txt", s.n, s.m, method="magnitude", include=include
+        )
+        listed = {entry["module"] for entry in result.sparsity["layers"]}
+        assert {layer.name for layer in result.report.layers} <= listed
+    return result
+
+
 # name -> (call(model, spec), what is done to the model first: "" nothing, "masked" random masks on its
 # Linear layers, "baked" those masks baked)
 CALLS: dict[str, tuple[Callable[[nn.Module, Spec], Any], str]] = {
@@ -278,6 +427,17 @@ CALLS: dict[str, tuple[Callable[[nn.Module, Spec], Any], str]] = {
     "SRigL": (_srigl, ""),
     "CondensedLinear": (_condense, "baked"),
     "condense_model": (_condense, "baked"),
+    "permute_channels": (_permute, ""),
+    "PermutationReport": (_permute, ""),
+    "PermutedGroup": (_permute, ""),
+    "PermutationGroup": (_permutation_group, ""),
+    "save_model_folder": (_save_folder, "baked"),
+    "prune_oneshot": (_oneshot, ""),
+    "OneShotReport": (_oneshot, ""),
+    "OneShotLayerReport": (_oneshot, ""),
+    "repeated_blocks": (lambda model, s: nt.repeated_blocks(model, include=s.include), ""),
+    "prune_model_folder": (_model_folder, ""),
+    "ModelPruneResult": (_model_folder, ""),
 }
 EXTRA = {"load_state_dict (foreign)": (_load_foreign, "")}
 
@@ -359,6 +519,7 @@ MODEL_CALLS = {
     "condense_model": lambda x: nt.condense_model(x),
     "SRSTE": lambda x: nt.SRSTE(x),
     "SRigL": lambda x: nt.SRigL(x, t_end=10),
+    "permute_channels": lambda x: nt.permute_channels(x),
 }
 
 

@@ -8,7 +8,11 @@ submodules listed in ``_EXPORTS``; a training method is added by one line there.
 * :func:`prune_oneshot` (:mod:`nmsolve.torch.oneshot`): one-shot N:M pruning on calibration data, block by
   block (SparseGPT, Wanda, magnitude; weights updated in place); :func:`prune_model_folder`
   (:mod:`nmsolve.torch.model_folder`): the same for a Hugging Face model folder on calibration text,
-  written as a new folder (the library behind ``nmsolve prune-model``).
+  written as a new folder (the library behind ``nmsolve prune-model``); :func:`save_model_folder`: write a
+  model (permuted, pruned) as a complete folder with the ``nmsolve_sparsity.json`` sidecar.
+* :func:`permute_channels` (:mod:`nmsolve.torch.permute`): function-preserving channel permutations
+  (MLP hidden units, attention value dimensions per head, conv channels through BatchNorm) chosen so
+  that a later N:M pruning keeps more, N:M in stored order.
 * :class:`SparseTraining` / :class:`NMTraining` (:mod:`nmsolve.torch.sparse_training`): the base of the
   training methods :class:`SRSTE`, :class:`LBC`, :class:`BiMask`, :class:`TransposableTraining`.
 """
@@ -49,6 +53,11 @@ _EXPORTS: dict[str, str] = {
     "repeated_blocks": "nmsolve.torch.oneshot",
     "prune_model_folder": "nmsolve.torch.model_folder",
     "ModelPruneResult": "nmsolve.torch.model_folder",
+    "save_model_folder": "nmsolve.torch.model_folder",
+    "permute_channels": "nmsolve.torch.permute",
+    "PermutationGroup": "nmsolve.torch.permute",
+    "PermutationReport": "nmsolve.torch.permute",
+    "PermutedGroup": "nmsolve.torch.permute",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -73,8 +82,9 @@ if TYPE_CHECKING:
     )
     from nmsolve.torch.bimask import BiMask
     from nmsolve.torch.lbc import LBC
-    from nmsolve.torch.model_folder import ModelPruneResult, prune_model_folder
+    from nmsolve.torch.model_folder import ModelPruneResult, prune_model_folder, save_model_folder
     from nmsolve.torch.oneshot import OneShotLayerReport, OneShotReport, prune_oneshot, repeated_blocks
+    from nmsolve.torch.permute import PermutationGroup, PermutationReport, PermutedGroup, permute_channels
     from nmsolve.torch.sparse_training import Layer, NMTraining, SparseTraining
     from nmsolve.torch.srigl import CondensedLinear, SRigL, condense_model
     from nmsolve.torch.srste import SRSTE

@@ -26,6 +26,14 @@ from nmsolve.checkpoint.formats import CheckpointError, atomic_files, same_file
 
 # weight files of the model itself: rewritten by save_pretrained, never copied
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".onnx")
+# the JSON sidecar describing the sparsity of a written folder
+SIDECAR = "nmsolve_sparsity.json"
+CONVENTION = (
+    "n:m counts the weights KEPT: at most n nonzero weights in every m consecutive weights along each listed "
+    "layer's input axis, in the order the weights are stored (no permutation needs to be undone). Some tools "
+    "count the other way: llm-compressor's sparsity structure '2:4' names 2 PRUNED of every 4 (the same as "
+    "nmsolve's 2:4 only because 4 - 2 = 2; nmsolve's 1:4 is their 3:4)."
+)
 # sub-folders holding exports of the dense model (sentence-transformers' onnx/ and openvino/): stale once pruned
 EXPORT_FOLDERS = ("onnx", "openvino")
 
@@ -51,6 +59,8 @@ class ModelPruneResult:
     weight_files : tuple of str
         The weight files written.
     seconds : float
+    sparsity : dict
+        The sidecar written as ``nmsolve_sparsity.json`` (see :func:`save_model_folder`).
     """
 
     destination: Path
@@ -61,6 +71,7 @@ class ModelPruneResult:
     files_not_copied: tuple[str, ...]
     weight_files: tuple[str, ...]
     seconds: float
+    sparsity: dict[str, Any] | None = None
 
 
 def read_calibration(path: str | os.PathLike[str], samples: int) -> list[str]:
@@ -250,8 +261,9 @@ def prune_model_folder(
     out_dir : path
         The folder to write: every file and sub-folder of ``model_dir`` except the weights (config,
         tokenizer, ``modules.json``, ``1_Pooling/``, ...; ``onnx/`` and ``openvino/`` exports of the
-        dense model are left out), and the pruned weights as safetensors (``save_pretrained``;
-        sharded like the input when it is a sharded safetensors checkpoint). Built in a temporary
+        dense model are left out), the pruned weights as safetensors (``save_pretrained``;
+        sharded like the input when it is a sharded safetensors checkpoint) and the sidecar
+        ``nmsolve_sparsity.json`` (see :func:`save_model_folder`). Built in a temporary
         sibling folder and renamed into place at the end: on any error or interrupt nothing is left.
     calibration : path
         UTF-8 text, one sentence or paragraph per line (empty lines ignored).
@@ -329,20 +341,8 @@ def prune_model_folder(
             refine=refine,
             progress=progress,
         )
-    shard = _shard_size(source)
-    with atomic_files([destination], overwrite=overwrite, folders=[destination]) as (temp,):
-        copied, left = _copy_other_files(source, temp)
-        before = {p.name for p in temp.iterdir()}
-        options: dict[str, Any] = {} if shard is None else {"max_shard_size": shard}
-        if "safe_serialization" in inspect.signature(model.save_pretrained).parameters:
-            options["safe_serialization"] = True
-        with _quiet(_import_transformers(), progress):
-            model.save_pretrained(temp, **options)
-        written = sorted(p.name for p in temp.iterdir() if _is_weight(p) and p.name not in before)
-        umask = os.umask(0)
-        os.umask(umask)
-        for name in written:  # safetensors writes private (0600) files; the copy is as readable as any new file
-            os.chmod(temp / name, 0o666 & ~umask)
+    sparsity = sparsity_sidecar(model, n, m, report=report)
+    copied, left, written = _write_folder(model, source, destination, overwrite, progress, sparsity)
     return ModelPruneResult(
         destination=destination,
         report=report,
@@ -352,4 +352,245 @@ def prune_model_folder(
         files_not_copied=tuple(left),
         weight_files=tuple(written),
         seconds=time.perf_counter() - start,
+        sparsity=sparsity,
     )
+
+
+# --------------------------------------------------------------------------- writing a folder
+
+
+def _write_folder(
+    model: Any, source: Path, destination: Path, overwrite: bool, progress: bool, sparsity: dict[str, Any]
+) -> tuple[list[str], list[str], list[str]]:
+    """The files of ``source`` but its weights, the model's weights (save_pretrained, sharded like the
+    input) and the sidecar, written to ``destination`` atomically: (copied, left out, weight files)."""
+    shard = _shard_size(source)
+    with atomic_files([destination], overwrite=overwrite, folders=[destination]) as (temp,):
+        copied, left = _copy_other_files(source, temp)
+        if SIDECAR in copied:  # the input's own sidecar describes the input, not this model
+            copied.remove(SIDECAR)
+            left.append(SIDECAR)
+        before = {p.name for p in temp.iterdir()}
+        options: dict[str, Any] = {} if shard is None else {"max_shard_size": shard}
+        if "safe_serialization" in inspect.signature(model.save_pretrained).parameters:
+            options["safe_serialization"] = True
+        with _quiet(_import_transformers(), progress):
+            model.save_pretrained(temp, **options)
+        written = sorted(p.name for p in temp.iterdir() if _is_weight(p) and p.name not in before)
+        (temp / SIDECAR).write_text(json.dumps(sparsity, indent=1) + "\n", encoding="utf-8")
+        umask = os.umask(0)
+        os.umask(umask)
+        for name in [*written, SIDECAR]:  # safetensors writes private (0600) files; the copy is as readable as any
+            os.chmod(temp / name, 0o666 & ~umask)
+    return copied, left, written
+
+
+def _nm_view(weight: Any) -> np.ndarray:
+    """A Linear / Conv2d weight as stored, as ``[rows, in]`` (a conv's channel-last view)."""
+    from nmsolve.torch._convert import to_numpy
+
+    w = np.asarray(to_numpy(weight))
+    return np.moveaxis(w, 1, -1).reshape(-1, w.shape[1]) if w.ndim > 2 else w
+
+
+def _stored_nm(weight: Any, n: int, m: int) -> tuple[bool, bool]:
+    """(N:M along in, N:M along out too) of a weight in its stored order."""
+    from nmsolve.nm import is_nm
+
+    w = _nm_view(weight)
+    if w.ndim != 2 or w.shape[1] % m:
+        return False, False
+    along_in = is_nm(w, n, m, axis=1)
+    return along_in, along_in and w.shape[0] % m == 0 and is_nm(w, n, m, axis=0)
+
+
+def _reports(report: Any) -> list[Any]:
+    from nmsolve.torch.oneshot import OneShotReport
+    from nmsolve.torch.permute import PermutationReport
+
+    items = [report] if isinstance(report, (OneShotReport, PermutationReport)) else report
+    if items is None:
+        return []
+    if isinstance(items, (list, tuple)) and all(isinstance(r, (OneShotReport, PermutationReport)) for r in items):
+        return list(items)
+    raise TypeError(
+        "report must be None, a OneShotReport (prune_oneshot), a PermutationReport (permute_channels) or a list of "
+        f"them, got {report!r:.100}"
+    )
+
+
+def _pattern_of(report: Any) -> tuple[int, int, bool]:
+    text = str(report.pattern)
+    head = text.split()[0] if text else ""
+    n_text, _, m_text = head.partition(":")
+    return int(n_text), int(m_text), "transposable" in text
+
+
+def sparsity_sidecar(model: Any, n: int | None = None, m: int | None = None, *, report: Any = None) -> dict[str, Any]:
+    """The content of ``nmsolve_sparsity.json`` for ``model`` (checked; see :func:`save_model_folder`)."""
+    import torch
+
+    import nmsolve
+    from nmsolve.torch.adapter import check_model
+    from nmsolve.torch.oneshot import OneShotReport
+    from nmsolve.torch.permute import PermutationReport
+
+    check_model(model)
+    reports = _reports(report)
+    patterns = {_pattern_of(r)[:2] for r in reports}
+    if n is None and m is None:
+        if len(patterns) != 1:
+            raise ValueError(
+                "give n and m (the N:M pattern the sidecar describes)"
+                + (f"; the reports disagree: {sorted(patterns)}" if patterns else "")
+            )
+        n, m = next(iter(patterns))
+    n, m = check_nm(n, m, allow_dense=False)
+    if patterns - {(n, m)}:
+        raise ValueError(f"the reports are for {sorted(patterns)}, not for n={n}, m={m}")
+    parametrized = [
+        name for name, module in model.named_modules() if torch.nn.utils.parametrize.is_parametrized(module)
+    ]
+    if parametrized:
+        raise ValueError(
+            f"layers {parametrized[:5]} carry masks or other parametrizations; call nmsolve.torch.bake(model) first so "
+            "the weights are written as they are used"
+        )
+    layers, dense = [], []
+    for name, module in model.named_modules():
+        if not isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+            continue
+        along_in, both = _stored_nm(module.weight, n, m)
+        if along_in:
+            w = module.weight.detach()
+            layers.append(
+                {
+                    "module": name,
+                    "tensor": f"{name}.weight" if name else "weight",
+                    "shape": list(w.shape),
+                    "density": float((w != 0).sum()) / max(1, w.numel()),
+                    "transposable": both,
+                }
+            )
+        else:
+            dense.append(name)
+    listed = {entry["module"]: entry for entry in layers}
+    pruning = []
+    for r in reports:
+        if isinstance(r, OneShotReport):  # the layers it claims are N:M must be, in stored order
+            transposable = _pattern_of(r)[2]
+            for layer in r.layers:
+                entry = listed.get(layer.name)
+                if entry is None or (transposable and not entry["transposable"]):
+                    raise ValueError(
+                        f"layer {layer.name!r} was pruned to {r.pattern} but its weight as stored is not {r.pattern}"
+                        + (
+                            " (it is not a module of this model)"
+                            if layer.name not in dict(model.named_modules())
+                            else ""
+                        )
+                        + "; refusing to label it N:M"
+                    )
+            pruning.append({"method": r.method, "pattern": r.pattern, "layers": [layer.name for layer in r.layers]})
+    permutations = []
+    for r in reports:
+        if isinstance(r, PermutationReport):
+            for g in r.groups:
+                if not g.changed:
+                    continue
+                permutations.append(
+                    {
+                        "kind": g.group.kind,
+                        "producers": list(g.group.producers),
+                        "channels": list(g.group.channels),
+                        "consumers": list(g.group.consumers),
+                        "head_size": g.group.head_size,
+                        "permutation": [int(i) for i in g.permutation],
+                        "kept_before": g.kept_before,
+                        "kept_after": g.kept_after,
+                        "scores": r.scores,
+                    }
+                )
+    return {
+        "format": "nmsolve-sparsity",
+        "version": 1,
+        "written_by": f"nmsolve {nmsolve.__version__}",
+        "pattern": f"{n}:{m}",
+        "n": n,
+        "m": m,
+        "convention": CONVENTION,
+        "axis": "input: groups of m consecutive weights along in of a Linear weight[out, in] and of a Conv2d "
+        "weight[out, in, kh, kw] (for every out, kh, kw)",
+        "layers": layers,
+        "dense_layers": dense,
+        "pruning": pruning,
+        "permutations_applied": permutations,
+        "permutations_note": "already applied to the stored weights (the function is unchanged); nothing to undo",
+    }
+
+
+def save_model_folder(
+    model: Any,
+    source_folder: str | os.PathLike[str],
+    out_folder: str | os.PathLike[str],
+    *,
+    report: Any = None,
+    n: int | None = None,
+    m: int | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Write ``model`` as a complete Hugging Face folder, plus a sidecar describing its N:M sparsity.
+
+    Parameters
+    ----------
+    model : transformers.PreTrainedModel
+        A model with ``save_pretrained`` (e.g. loaded from ``source_folder``, permuted with
+        :func:`nmsolve.torch.permute_channels` and pruned with :func:`nmsolve.torch.prune_oneshot`, or
+        with :func:`nmsolve.torch.sparsify` and :func:`nmsolve.torch.bake`). Masks must be baked.
+    source_folder : path
+        The folder the model came from: every file and sub-folder but the weights is copied
+        (config, tokenizer files, sentence-transformers' ``modules.json`` and ``1_Pooling/``; the
+        ``onnx/`` and ``openvino/`` exports of the dense model are left out). A sharded
+        safetensors input gives a sharded output.
+    out_folder : path
+        Written atomically (a temporary sibling renamed into place; nothing is left on an error).
+    report : OneShotReport, PermutationReport or a list of them, optional
+        Recorded in the sidecar (pruning method; permutations applied with their groups). The
+        layers a OneShotReport says it pruned must be N:M in stored order, or nothing is written.
+    n, m : int, optional
+        The pattern (``0 < n < m``); taken from ``report`` when not given.
+    overwrite : bool, default False
+        Replace ``out_folder`` if it is an existing folder.
+    progress : bool, default False
+        transformers' progress bars while saving.
+
+    Returns
+    -------
+    dict
+        The sidecar written as ``out_folder/nmsolve_sparsity.json``: ``pattern``, ``n``, ``m``,
+        ``convention`` (n counts the KEPT weights of every m; llm-compressor's "2:4" counts
+        pruned ones), ``layers`` (every Linear / Conv2d whose weight, as stored, has at most n
+        nonzeros in every m consecutive weights along its input axis: module, tensor name, shape,
+        density, whether N:M along the output axis too), ``dense_layers`` (the others),
+        ``pruning`` and ``permutations_applied`` (from ``report``).
+
+    Raises
+    ------
+    TypeError
+        A model without ``save_pretrained``, a bad ``report``.
+    ValueError
+        A layer a report claims is N:M that is not (named), masks not baked, no pattern, ``n >= m``.
+    CheckpointError (a ValueError)
+        No source model folder, ``out_folder`` exists (without ``overwrite``) or lies inside it.
+    """
+    if not callable(getattr(model, "save_pretrained", None)):
+        raise TypeError(f"model must have save_pretrained (a transformers PreTrainedModel), got {type(model).__name__}")
+    overwrite = check_bool(overwrite, "overwrite")
+    progress = check_bool(progress, "progress")
+    source, destination = Path(source_folder), Path(out_folder)
+    _check_source(source)
+    _check_destination(destination, source, overwrite)
+    sparsity = sparsity_sidecar(model, n, m, report=report)
+    _write_folder(model, source, destination, overwrite, progress, sparsity)
+    return sparsity

@@ -669,7 +669,23 @@ def _check_layers(chosen: list[tuple[str, nn.Module]], m: int, structure: str) -
         )
     bad = [name for name, module in chosen if not bool(torch.isfinite(module.weight.detach()).all())]
     if bad:
-        raise ValueError(f"layers {bad} hold NaN or inf weights")
+        others = f" (and {bad[1:]})" if len(bad) > 1 else ""
+        raise ValueError(f"layer {bad[0]!r}{others} holds NaN or inf weights")
+
+
+def _verify_written(name: str, weight: torch.Tensor, n: int, m: int, structure: str) -> None:
+    """The weights as written (stored order, dtype) are N:M (both axes for transposable), or a clear error."""
+    from nmsolve.nm import is_nm
+
+    stored = to_numpy(weight) != 0
+    axes = (1, 0) if structure == "transposable" else (1,)
+    for axis in axes:
+        if not is_nm(stored, n, m, axis=axis):
+            what = "along in" if axis == 1 else "along out"
+            raise ValueError(
+                f"layer {name!r}: the written weights are not {n}:{m} {what} in stored order (more than {n} nonzeros "
+                f"in some group of {m}); refusing to report it as pruned. This is a bug: please report it"
+            )
 
 
 def _prune_one(
@@ -696,6 +712,7 @@ def _prune_one(
         raise ValueError(f"layer {name!r}: {err}") from err
     with torch.no_grad():
         weight.copy_(torch.from_numpy(result.weights).to(device=weight.device, dtype=weight.dtype))
+    _verify_written(name, weight, n, m, structure)
     return OneShotLayerReport(
         name=name,
         block=block,
