@@ -149,6 +149,16 @@ def _targets(
     return lines
 
 
+def texts(quick: bool) -> tuple[list[str], list[str]]:
+    """(calibration, evaluation) sentences: a seeded sample of the calibration part, the evaluation part."""
+    from nmsolve.datasets import documentation_sentences
+
+    rng = np.random.default_rng(0)
+    pool = documentation_sentences("calibration")
+    calibration = [pool[i] for i in rng.permutation(len(pool))[: 8 if quick else CALIBRATION]]
+    return calibration, documentation_sentences("evaluation")[: 16 if quick else None]
+
+
 def run(quick: bool = False) -> Path:
     import torch
 
@@ -164,12 +174,8 @@ def _run(quick: bool) -> Path:
     import torch
 
     import nmsolve
-    from nmsolve.datasets import documentation_sentences
 
-    rng = np.random.default_rng(0)
-    pool = documentation_sentences("calibration")
-    calibration = [pool[i] for i in rng.permutation(len(pool))[: 8 if quick else CALIBRATION]]
-    evaluation = documentation_sentences("evaluation")[: 16 if quick else None]
+    calibration, evaluation = texts(quick)
     model = _load()
     bert, tokenizer = model[0].auto_model, model.tokenizer
     dense_state = {k: v.clone() for k, v in bert.state_dict().items()}

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from bench._common import markdown_table, write_result
-from bench.bench_oneshot import ALL, BATCH, CALIBRATION, FFN, MAX_LENGTH, _chosen, _embed, _load, _quality
+from bench.bench_oneshot import ALL, BATCH, FFN, MAX_LENGTH, _chosen, _embed, _load, _quality, texts
 
 QUICK = (("encoder.layer.0.*",), ())
 BOUND = "free per-layer permutations + magnitude (upper bound)"
@@ -76,12 +76,8 @@ def _run(quick: bool) -> Path:
 
     import nmsolve
     import nmsolve.torch as nt
-    from nmsolve.datasets import documentation_sentences
 
-    rng = np.random.default_rng(0)
-    pool = documentation_sentences("calibration")
-    calibration = [pool[i] for i in rng.permutation(len(pool))[: 8 if quick else CALIBRATION]]
-    evaluation = documentation_sentences("evaluation")[: 16 if quick else None]
+    calibration, evaluation = texts(quick)
     model = _load()
     bert, tokenizer = model[0].auto_model, model.tokenizer
     dense_state = {k: v.clone() for k, v in bert.state_dict().items()}
