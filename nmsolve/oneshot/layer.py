@@ -190,6 +190,7 @@ def prune_layer(
     w[:, dead] = 0.0
     problem = _Problem(w, hd, np.sqrt(np.diag(h)), chol, n, m, structure, blocksize)
     keep, updated = (given, None) if method == "refit" else select(problem)
+    magnitude_mask = keep if method == "magnitude" else _magnitude(problem)[0]  # the baseline, solved once
     if sweeps:
         refined = refine_checked(w_in, h, keep, m, damping, sweeps, TOLERANCE, False, start)
         keep, updated = refined.mask, refined.weights
@@ -198,7 +199,7 @@ def prune_layer(
     pruned = np.where(keep, w, 0.0) if updated is None else np.where(keep, updated, 0.0)
 
     w0 = w_in.astype(np.float64)
-    baseline = np.where(_magnitude(problem)[0], w0, 0.0)
+    baseline = np.where(magnitude_mask, w0, 0.0)
     out_dtype = w_in.dtype if w_in.dtype.kind == "f" else np.dtype(np.float64)
     return LayerPruneResult(
         mask=keep,
