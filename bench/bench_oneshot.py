@@ -93,6 +93,14 @@ def _reference(
     return {f"encoder.layer.{name}": err for name, (err, _) in report.items()}
 
 
+def calibration_batches(tokenizer: Any, text: list[str]) -> list[dict[str, Any]]:
+    """Tokenizer batches of ``BATCH`` sentences (padded; prune_oneshot leaves the padding out of H)."""
+    return [
+        dict(tokenizer(text[i : i + BATCH], return_tensors="pt", padding=True, truncation=True, max_length=MAX_LENGTH))
+        for i in range(0, len(text), BATCH)
+    ]
+
+
 def _nmsolve(
     bert: Any,
     tokenizer: Any,
@@ -105,14 +113,7 @@ def _nmsolve(
 ) -> dict[str, float]:
     from nmsolve.torch import prune_oneshot
 
-    batches = [
-        dict(
-            tokenizer(
-                calibration[i : i + BATCH], return_tensors="pt", padding=True, truncation=True, max_length=MAX_LENGTH
-            )
-        )
-        for i in range(0, len(calibration), BATCH)
-    ]
+    batches = calibration_batches(tokenizer, calibration)
     report = prune_oneshot(bert, batches, n, m, include=include, exclude=exclude, progress=False, **options)
     return {layer.name: layer.relative_error for layer in report.layers}
 
@@ -159,15 +160,20 @@ def texts(quick: bool) -> tuple[list[str], list[str]]:
     return calibration, documentation_sentences("evaluation")[: 16 if quick else None]
 
 
-def run(quick: bool = False) -> Path:
+def on_one_torch_thread(run: Callable[[bool], Path], quick: bool) -> Path:
+    """``run(quick)`` with torch on one thread (the reference's per-column loop is small ops), then restored."""
     import torch
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the reference's per-column loop is small ops; see the note in the result
+    torch.set_num_threads(1)
     try:
-        return _run(quick)
+        return run(quick)
     finally:
         torch.set_num_threads(threads)
+
+
+def run(quick: bool = False) -> Path:
+    return on_one_torch_thread(_run, quick)
 
 
 def _run(quick: bool) -> Path:

@@ -20,28 +20,21 @@ from typing import Any
 import numpy as np
 
 from bench._common import markdown_table, write_result
-from bench.bench_oneshot import ALL, BATCH, FFN, MAX_LENGTH, _chosen, _embed, _load, _quality, texts
+from bench.bench_oneshot import (
+    ALL,
+    FFN,
+    _chosen,
+    _embed,
+    _load,
+    _magnitude,
+    _quality,
+    calibration_batches,
+    on_one_torch_thread,
+    texts,
+)
 
 QUICK = (("encoder.layer.0.*",), ())
 BOUND = "free per-layer permutations + magnitude (upper bound)"
-
-
-def _batches(tokenizer: Any, text: list[str]) -> list[dict[str, Any]]:
-    return [
-        dict(tokenizer(text[i : i + BATCH], return_tensors="pt", padding=True, truncation=True, max_length=MAX_LENGTH))
-        for i in range(0, len(text), BATCH)
-    ]
-
-
-def _magnitude(bert: Any, n: int, m: int, chosen: Callable[[str], bool]) -> None:
-    import torch
-
-    import nmsolve
-
-    with torch.no_grad():
-        for name, mod in bert.named_modules():
-            if isinstance(mod, torch.nn.Linear) and chosen(name):
-                mod.weight.mul_(torch.from_numpy(nmsolve.magnitude_mask(mod.weight.numpy(), n, m)))
 
 
 def _free_permutations(bert: Any, n: int, m: int, chosen: Callable[[str], bool], quick: bool) -> None:
@@ -61,14 +54,7 @@ def _free_permutations(bert: Any, n: int, m: int, chosen: Callable[[str], bool],
 
 
 def run(quick: bool = False) -> Path:
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _run(quick)
-    finally:
-        torch.set_num_threads(threads)
+    return on_one_torch_thread(_run, quick)
 
 
 def _run(quick: bool) -> Path:
@@ -82,7 +68,7 @@ def _run(quick: bool) -> Path:
     bert, tokenizer = model[0].auto_model, model.tokenizer
     dense_state = {k: v.clone() for k, v in bert.state_dict().items()}
     dense = _embed(model, evaluation)
-    batches = _batches(tokenizer, calibration)
+    batches = calibration_batches(tokenizer, calibration)
     load_before = os.getloadavg()[0]
 
     patterns = [(2, 4)] if quick else [(2, 4), (4, 8)]
@@ -113,8 +99,8 @@ def _run(quick: bool) -> Path:
                 nt.prune_oneshot(bert, batches, n, m, include=include, exclude=exclude, progress=False)
 
             runs: list[tuple[str, Callable[[], None], bool]] = [  # label, prune, shippable
-                ("magnitude", lambda: _magnitude(bert, n, m, chosen), True),
-                ("permute + magnitude", lambda: (permute(), _magnitude(bert, n, m, chosen)), True),
+                ("magnitude", lambda: _magnitude(bert, n, m, chosen, False), True),
+                ("permute + magnitude", lambda: (permute(), _magnitude(bert, n, m, chosen, False)), True),
                 (
                     "free per-layer permutations + magnitude (upper bound)",
                     lambda: _free_permutations(bert, n, m, chosen, quick),
