@@ -22,6 +22,7 @@ from torch.nn.utils import parametrize
 from nmsolve._progress import progress_bar
 from nmsolve._validate import check_bool, check_nm, choose
 from nmsolve.metrics import kept_fraction
+from nmsolve.torch._batches import call_arguments, model_device, token_mask
 from nmsolve.torch._convert import to_numpy, torch_threads_kept
 from nmsolve.torch.adapter import LayerReport, select_layers
 
@@ -282,49 +283,6 @@ def _find_blocks(model: nn.Module, blocks: Any, layers: set[int]) -> list[_Block
 # --------------------------------------------------------------------------- batches
 
 
-def _to_device(obj: Any, device: torch.device) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, Mapping):
-        return {k: _to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(_to_device(v, device) for v in obj)
-    return obj
-
-
-def _call_args(batch: Any, index: int, device: torch.device) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    if isinstance(batch, torch.Tensor):
-        return (batch.to(device),), {}
-    if isinstance(batch, (tuple, list)):
-        return tuple(_to_device(v, device) for v in batch), {}
-    if isinstance(batch, Mapping):
-        if not all(isinstance(k, str) for k in batch):
-            raise TypeError(f"calibration batch {index} is a mapping with non-string keys; keys must be argument names")
-        return (), {k: _to_device(v, device) for k, v in batch.items()}
-    raise TypeError(
-        f"calibration batch {index} is a {type(batch).__name__}; each batch must be a tensor, a tuple/list of "
-        "positional arguments or a dict of keyword arguments of the model's forward"
-    )
-
-
-def _token_mask(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> torch.Tensor | None:
-    """The batch's ``attention_mask`` (batch, seq) as bool: in the keyword arguments, or in a dict
-    passed as the first positional argument (sentence-transformers' ``features``)."""
-    for source in (kwargs, args[0] if args and isinstance(args[0], Mapping) else {}):
-        mask = source.get("attention_mask")
-        if isinstance(mask, torch.Tensor) and mask.dim() == 2:
-            return mask != 0
-    return None
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
-
-
 @dataclass
 class _Inputs:
     args: tuple[Any, ...]
@@ -359,8 +317,8 @@ def _capture(model: nn.Module, first: nn.Module, calibration: Any, device: torch
     handle = first.register_forward_pre_hook(hook, with_kwargs=True)
     try:
         for index, batch in enumerate(calibration):
-            args, kwargs = _call_args(batch, index, device)
-            current["tokens"] = _token_mask(args, kwargs)
+            args, kwargs = call_arguments(batch, index, device)
+            current["tokens"] = token_mask(args, kwargs)
             before = len(stored)
             try:
                 model(*args, **kwargs)
@@ -597,7 +555,7 @@ def prune_oneshot(
     bar = progress_bar(total, progress, "prune_oneshot", "layer")
     try:
         with torch.no_grad():
-            stored = _capture(model, block_list[0].modules[0], calibration, _device_of(model))
+            stored = _capture(model, block_list[0].modules[0], calibration, model_device(model))
             if len(block_list) > 1 and not any(s.args or "hidden_states" in s.kwargs for s in stored[:1]):
                 raise ValueError(
                     f"the first block {block_list[0].name!r} is called without positional arguments or a "

@@ -579,7 +579,7 @@ def _collect_norms(
     model: nn.Module, consumers: list[nn.Module], calibration: Any
 ) -> dict[int, tuple[torch.Tensor, int]]:
     """Sum of squares of each consumer's input channels over the calibration tokens."""
-    from nmsolve.torch.oneshot import _call_args, _device_of, _token_mask
+    from nmsolve.torch._batches import call_arguments, model_device, token_mask
 
     if isinstance(calibration, (torch.Tensor, Mapping, str, bytes)) or not isinstance(calibration, Iterable):
         raise TypeError(
@@ -607,13 +607,13 @@ def _collect_norms(
     handles = [c.register_forward_pre_hook(hook) for c in consumers]
     flags = [(module, module.training) for module in model.modules()]
     model.eval()
-    device = _device_of(model)
+    device = model_device(model)
     count = 0
     try:
         with torch.no_grad():
             for index, batch in enumerate(calibration):
-                args, kwargs = _call_args(batch, index, device)
-                state["tokens"] = _token_mask(args, kwargs)
+                args, kwargs = call_arguments(batch, index, device)
+                state["tokens"] = token_mask(args, kwargs)
                 model(*args, **kwargs)
                 count += 1
     finally:
