@@ -51,12 +51,14 @@ def test_cardinality_rejects_bad_schedules():
 # --------------------------------------------------------------------------- LBC state (numpy)
 
 
-def alive_oracle(scores, alive, card):
-    """Keep the card best alive combinations of every group, by sorting (-score, index)."""
+def alive_oracle(scores, alive, card, tiebreak=None):
+    """Keep the card best alive combinations of every group, by sorting (-score, -tiebreak, index)."""
     out = np.zeros_like(alive)
+    second = np.zeros_like(scores) if tiebreak is None else tiebreak
     for idx in np.ndindex(*scores.shape[:-1]):
         ranked = sorted(
-            (c for c in range(scores.shape[-1]) if alive[idx + (c,)]), key=lambda c: (-scores[idx + (c,)], c)
+            (c for c in range(scores.shape[-1]) if alive[idx + (c,)]),
+            key=lambda c: (-scores[idx + (c,)], -second[idx + (c,)], c),
         )
         for c in ranked[:card]:
             out[idx + (c,)] = True
@@ -89,8 +91,11 @@ def test_lbc_removal_and_union_match_oracles(pattern, rows, groups, data):
     state.apply_gradient(grad, lr=0.5)
     alive_before = state.alive.copy()
     card = data.draw(st.integers(1, count))
-    state.remove_to(card)
-    np.testing.assert_array_equal(state.alive, alive_oracle(state.scores, alive_before, card))
+    tiebreak = data.draw(
+        st.none() | hnp.arrays(np.float64, (rows, groups, count), elements=st.integers(0, 2).map(float))
+    )
+    state.remove_to(card, tiebreak=tiebreak)
+    np.testing.assert_array_equal(state.alive, alive_oracle(state.scores, alive_before, card, tiebreak))
     np.testing.assert_array_equal(state.mask(), union_oracle(state.alive, n, m))
     assert (state.alive.sum(-1) == card).all()
     # a second removal only ever removes alive combinations
@@ -328,7 +333,8 @@ def test_lbc_schedule_alive_sets_and_freezing():
             assert (state.alive.sum(-1) == card).all()
             if card < alive[lay.name].sum(-1).max():  # removal this epoch: lowest signed scores went
                 final = method.scores(lay.name)
-                np.testing.assert_array_equal(state.alive, alive_oracle(final, alive[lay.name], card))
+                kept = nmsolve.combination_scores(np.abs(lay.weight.detach().numpy()), 2, 4, axis=1)
+                np.testing.assert_array_equal(state.alive, alive_oracle(final, alive[lay.name], card, kept))
             else:
                 assert np.array_equal(state.alive, alive[lay.name])
             assert not ((lay.mask != 0) & (previous[lay.name] == 0)).any()  # masks only shrink
@@ -341,6 +347,73 @@ def test_lbc_schedule_alive_sets_and_freezing():
                     np.testing.assert_array_equal(method.scores(lay.name), scores[lay.name])
     method.bake()
     assert nmsolve.is_nm(model.fc1.weight.detach().numpy(), 2, 4, exact=True)
+
+
+def test_lbc_counted_in_steps_equals_one_step_epochs():
+    """LBC(steps=S) removes exactly when LBC(epochs=S) with one step per epoch does: same masks and scores."""
+    runs = []
+    for unit in ("epochs", "steps"):
+        torch.manual_seed(0)
+        model = Net()
+        method = nt.LBC(model, 2, 4, exclude="head", **{unit: 8})
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        history = []
+        for x, y in data(6, 8):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            method.before_optimizer_step()
+            opt.step()
+            method.after_optimizer_step()
+            if unit == "epochs":
+                method.end_epoch()
+            method.check()
+            history.append({lay.name: (lay.mask.clone(), method.scores(lay.name)) for lay in method})
+        assert method.frozen and method.t_f == 4
+        runs.append(history)
+    alive_counts = set()
+    for by_epoch, by_step in zip(*runs, strict=True):
+        for name, (mask, scores) in by_epoch.items():
+            torch.testing.assert_close(by_step[name][0], mask)
+            np.testing.assert_array_equal(by_step[name][1], scores)
+            alive_counts.add(int(mask.sum()))
+    assert len(alive_counts) > 2  # the masks shrank over several removals, not in one jump
+
+
+def test_lbc_without_score_gradient_ends_at_the_magnitude_mask():
+    """A zero loss (a student equal to its teacher) leaves every score equal: ties go to the kept |W|."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8))
+    dense = [model[0].weight.detach().clone(), model[2].weight.detach().clone()]
+    method = nt.LBC(model, 2, 4, steps=6)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(6):
+        loss = 0.0 * model(torch.randn(4, 16)).sum()
+        opt.zero_grad()
+        loss.backward()
+        method.before_optimizer_step()
+        opt.step()
+        method.after_optimizer_step()
+    assert method.frozen
+    for lay, w in zip(method, dense, strict=True):
+        np.testing.assert_array_equal(lay.mask.numpy() != 0, nmsolve.nm_mask(np.abs(w.numpy()), 2, 4, axis=1))
+
+
+def test_lbc_tiebreak_is_checked():
+    state = LBCState((1, 2), 2, 4)
+    with pytest.raises(ValueError, match=r"tiebreak has shape \(1, 6\), expected \(1, 2, 6\)"):
+        state.remove_to(2, tiebreak=np.zeros((1, 6)))
+    with pytest.raises(ValueError, match="NaN"):
+        state.remove_to(2, tiebreak=np.full((1, 2, 6), np.nan))
+
+
+def test_lbc_needs_exactly_one_length():
+    with pytest.raises(TypeError, match="exactly one of epochs= or steps="):
+        nt.LBC(Net())
+    with pytest.raises(TypeError, match="exactly one of epochs= or steps="):
+        nt.LBC(Net(), epochs=4, steps=100)
+    with pytest.raises(ValueError, match="steps"):
+        nt.LBC(Net(), steps=0)
 
 
 @pytest.mark.parametrize("kind", ["srste", "lbc"])

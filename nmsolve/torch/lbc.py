@@ -24,19 +24,26 @@ class LBC(NMTraining):
     ``1 / C(m-1, n-1)``) and an explicit alive set. The forward pass uses the union of the alive
     combinations; the score gradient is the straight-through ``sum_{j in c} grad_j * w_j``; at
     the end of every epoch the lowest-scoring combinations are removed down to
-    :func:`nmsolve.training.lbc_cardinality`, and from ``t_f`` on exactly one combination is left
-    (an exact N:M mask, scores frozen).
+    :func:`nmsolve.training.lbc_cardinality` (among equal scores the combination that keeps more
+    ``|W|`` stays), and from ``t_f`` on exactly one combination is left (an exact N:M mask, scores
+    frozen). The schedule counts epochs (``epochs=``, the paper's unit,
+    removal in :meth:`end_epoch`) or optimiser steps (``steps=``, removal in
+    :meth:`after_optimizer_step` as soon as the cardinality drops; for fine-tuning runs measured in
+    steps).
 
     Parameters
     ----------
     model : torch.nn.Module
     n, m : int, default 2, 4
-    epochs : int
+    epochs : int, optional
         Number of training epochs; ``t_f`` defaults to half of it (the paper's default).
+    steps : int, optional
+        Number of optimiser steps, instead of ``epochs`` (give exactly one): ``t_i`` and ``t_f``
+        then count steps, and ``t_f`` defaults to half of ``steps``.
     t_i : int, default 0
-        Epoch at which removal starts.
+        Epoch (or step) at which removal starts.
     t_f : int, optional
-        Epoch at which one combination is left (default ``max(t_i + 1, epochs // 2)``).
+        Epoch (or step) at which one combination is left (default ``max(t_i + 1, length // 2)``).
     p : float, default 3
         Removal power (3 for CNNs, 4 for ViTs in the paper).
     score_lr : float, default 1.0
@@ -47,6 +54,12 @@ class LBC(NMTraining):
 
     Notes
     -----
+    Equal scores are ordered by kept magnitude because they are common when fine-tuning: while the
+    union of alive combinations is dense, a student distilled from its own dense copy has loss and
+    gradient exactly 0, so every score stays at its start; ordering those ties by index would
+    remove arbitrary combinations (MiniLM 2:4: embedding cosine 0.36 after 200 steps), ordering
+    them by ``|W|`` makes removal magnitude pruning until gradients disagree.
+
     The weight gradient passes straight through the mask: weights outside the union also move, but
     they are never used again (alive sets only shrink), and the masking pass is saved. The score
     gradient is linear in ``grad * W``, so each step only accumulates ``grad * W`` on the weight's
@@ -72,6 +85,18 @@ class LBC(NMTraining):
     ...     method.end_epoch()
     >>> method.frozen, method.report().masked[0].density
     (True, 0.5)
+
+    The same schedule counted in steps (no ``end_epoch`` needed):
+
+    >>> model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+    >>> method = nt.LBC(model, n=2, m=4, steps=12)  # one combination left after step 6
+    >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    >>> for step in range(12):
+    ...     loss = model(torch.randn(16, 8)).square().mean()
+    ...     opt.zero_grad(); loss.backward()
+    ...     method.before_optimizer_step(); opt.step(); method.after_optimizer_step()
+    >>> method.frozen
+    True
     """
 
     name: ClassVar[str] = "lbc"
@@ -83,16 +108,23 @@ class LBC(NMTraining):
         n: int = 2,
         m: int = 4,
         *,
-        epochs: int,
+        epochs: int | None = None,
+        steps: int | None = None,
         t_i: int = 0,
         t_f: int | None = None,
         p: float = 3,
         score_lr: float = 1.0,
         **kwargs: Any,
     ) -> None:
-        epochs = check_int(epochs, "epochs", minimum=1)
+        if (epochs is None) == (steps is None):
+            raise TypeError(
+                f"LBC needs exactly one of epochs= or steps= (the length of training its schedule counts in), "
+                f"got epochs={epochs!r}, steps={steps!r}"
+            )
+        self.unit = "epoch" if steps is None else "step"
+        length = check_int(epochs if steps is None else steps, "epochs" if steps is None else "steps", minimum=1)
         self.t_i = check_int(t_i, "t_i", minimum=0)
-        self.t_f = max(self.t_i + 1, epochs // 2) if t_f is None else check_int(t_f, "t_f", minimum=1)
+        self.t_f = max(self.t_i + 1, length // 2) if t_f is None else check_int(t_f, "t_f", minimum=1)
         lbc_cardinality(0, 2, t_f=self.t_f, t_i=self.t_i, p=p)  # validates t_i < t_f and p
         self.p = p
         self.score_lr = check_decay(score_lr, "score_lr")  # a finite real >= 0
@@ -118,14 +150,27 @@ class LBC(NMTraining):
             layer.state["products"].addcmul_(g, layer.weight)  # sum over steps of grad * W
 
     def on_end_epoch(self, layer: Layer) -> None:
+        if self.unit == "epoch":
+            self._remove_on_schedule(layer, self.epoch)
+
+    def on_after_step(self, layer: Layer) -> None:
+        if self.unit == "step":
+            self._remove_on_schedule(layer, self.step)
+
+    def _remove_on_schedule(self, layer: Layer, elapsed: int) -> None:
+        """Remove the lowest-scoring combinations down to the schedule's cardinality after ``elapsed`` units."""
         state: LBCState = layer.state["lbc"]
         if state.frozen:
             return
-        self._flush(layer)
-        card = lbc_cardinality(self.epoch, state.count, t_f=self.t_f, t_i=self.t_i, p=self.p)
+        card = lbc_cardinality(elapsed, state.count, t_f=self.t_f, t_i=self.t_i, p=self.p)
         if card < state.alive_count:
-            state.remove_to(card)
+            self._flush(layer)
+            state.remove_to(card, tiebreak=self._kept_magnitude(layer))
             self.set_mask(layer, state.mask(axis=1))
+
+    def _kept_magnitude(self, layer: Layer) -> np.ndarray:
+        """``combination_scores(|W|)``: what equal scores are ordered by (the larger kept magnitude stays)."""
+        return combination_scores(np.abs(to_numpy(layer.weight)), self.n, self.m, axis=1)
 
     def _flush(self, layer: Layer) -> None:
         """Apply the accumulated score gradient ``sum_t T (grad_t * W_t)`` and reset the accumulator."""
@@ -167,7 +212,7 @@ class LBC(NMTraining):
                 state: LBCState = layer.state["lbc"]
                 if not state.frozen:
                     self._flush(layer)
-                    state.remove_to(1)
+                    state.remove_to(1, tiebreak=self._kept_magnitude(layer))
                     self.set_mask(layer, state.mask(axis=1))
         return super().bake()
 

@@ -87,8 +87,8 @@ class LBCState:
     ``grad`` the gradient of the loss with respect to the masked weight. Scores are updated by
     plain gradient descent (:meth:`apply_gradient`), so a sum of step gradients applied at once is
     the same update as applying them one by one. Removal keeps the highest signed scores; among
-    equal scores the lower combination index is kept. Once one combination is left per group
-    the mask is exact N:M and the scores freeze.
+    equal scores the higher ``tiebreak`` (if given), then the lower combination index is kept. Once
+    one combination is left per group the mask is exact N:M and the scores freeze.
 
     Examples
     --------
@@ -144,14 +144,25 @@ class LBCState:
             return
         self.scores -= float(lr) * np.where(self.alive, sg, 0.0)
 
-    def remove_to(self, card: int) -> None:
-        """Keep the ``card`` highest-scoring alive combinations of every group (no-op if fewer alive)."""
+    def remove_to(self, card: int, *, tiebreak: Any = None) -> None:
+        """Keep the ``card`` highest-scoring alive combinations of every group (no-op if fewer alive).
+
+        ``tiebreak`` (same shape as :attr:`scores`, optional) orders combinations of equal score:
+        the higher value is kept (e.g. the combination's kept magnitude ``combination_scores(|W|)``);
+        remaining ties keep the lower index.
+        """
         card = check_int(card, "card", minimum=1)
+        if tiebreak is not None:
+            tiebreak = as_scores(tiebreak, "tiebreak")
+            if tiebreak.shape != self.scores.shape:
+                raise ValueError(f"tiebreak has shape {tiebreak.shape}, expected {self.scores.shape}")
+            reject_nan(tiebreak, "tiebreak")
         if card >= self.alive_count or not self.alive.size:
             return
         index = np.broadcast_to(np.arange(self.count), self.scores.shape)
-        # primary key: alive first; then higher score; then lower index
-        order = np.lexsort((index, -self.scores, ~self.alive), axis=-1)
+        second = np.zeros(self.scores.shape) if tiebreak is None else -tiebreak
+        # primary key: alive first; then higher score; then higher tiebreak; then lower index
+        order = np.lexsort((index, second, -self.scores, ~self.alive), axis=-1)
         alive = np.zeros_like(self.alive)
         np.put_along_axis(alive, order[..., :card], True, axis=-1)
         self.alive = alive
