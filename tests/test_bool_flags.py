@@ -103,6 +103,7 @@ TORCH_FLAGS = [
     "NMTraining.pad",
     "SRSTE.dense_first_last",
     "SRigL.ablate_last",
+    "Distillation.hidden_states",
 ]
 
 
@@ -124,6 +125,7 @@ def _torch_call(case: str, value: Any) -> tuple[Any, Callable[[], Any]]:
         "NMTraining.pad": lambda: nt.SRSTE(model, 2, 4, pad=value),
         "SRSTE.dense_first_last": lambda: nt.SRSTE(model, 2, 4, dense_first_last=value),
         "SRigL.ablate_last": lambda: nt.SRigL(model, 0.5, t_end=10, ablate_last=value),
+        "Distillation.hidden_states": lambda: nt.Distillation(model, hidden_states=value),
     }
     return model, calls[case]
 

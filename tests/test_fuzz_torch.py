@@ -335,6 +335,19 @@ def _input(model: nn.Module) -> torch.Tensor | None:
     return torch.randn(1, channels, 2, 2, generator=gen).to(first.weight.dtype)
 
 
+def _distill(model: nn.Module, s: Spec) -> Any:
+    """Distillation (a bad method is passed as the loss): the untrained student's loss is 0 on finite weights."""
+    loss = s.method if s.method not in GOOD["method"] else ("mse" if s.method == "nm" else "cosine")
+    distill = nt.Distillation(model, loss=loss)
+    x = _input(model)
+    if x is not None:
+        value = distill(x)
+        assert value.dim() == 0 and value.dtype in (torch.float32, torch.float64)
+        if s.values == "normal" and loss == "mse":
+            assert value.item() == 0.0, value  # the student is the teacher until it is trained
+    return distill
+
+
 def _oneshot(model: nn.Module, s: Spec) -> Any:
     """prune_oneshot (a bad method is passed as structure): the layers it reports are N:M as stored."""
     import dataclasses
@@ -435,6 +448,7 @@ CALLS: dict[str, tuple[Callable[[nn.Module, Spec], Any], str]] = {
     "prune_oneshot": (_oneshot, ""),
     "OneShotReport": (_oneshot, ""),
     "OneShotLayerReport": (_oneshot, ""),
+    "Distillation": (_distill, ""),
     "repeated_blocks": (lambda model, s: nt.repeated_blocks(model, include=s.include), ""),
     "prune_model_folder": (_model_folder, ""),
     "ModelPruneResult": (_model_folder, ""),

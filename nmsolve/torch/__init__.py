@@ -14,7 +14,9 @@ submodules listed in ``_EXPORTS``; a training method is added by one line there.
   (MLP hidden units, attention value dimensions per head, conv channels through BatchNorm) chosen so
   that a later N:M pruning keeps more, N:M in stored order.
 * :class:`SparseTraining` / :class:`NMTraining` (:mod:`nmsolve.torch.sparse_training`): the base of the
-  training methods :class:`SRSTE`, :class:`LBC`, :class:`BiMask`, :class:`TransposableTraining`.
+  training methods :class:`SRSTE`, :class:`LBC`, :class:`BiMask`, :class:`TransposableTraining`,
+  :class:`SRigL`; :class:`Distillation` (:mod:`nmsolve.torch.distill`): a frozen dense teacher and the
+  loss that recovers a pruned student from it.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ _EXPORTS: dict[str, str] = {
     "LBC": "nmsolve.torch.lbc",
     "BiMask": "nmsolve.torch.bimask",
     "TransposableTraining": "nmsolve.torch.transposable",
+    "Distillation": "nmsolve.torch.distill",
     "prune_oneshot": "nmsolve.torch.oneshot",
     "OneShotReport": "nmsolve.torch.oneshot",
     "OneShotLayerReport": "nmsolve.torch.oneshot",
@@ -81,6 +84,7 @@ if TYPE_CHECKING:
         to_semi_structured,
     )
     from nmsolve.torch.bimask import BiMask
+    from nmsolve.torch.distill import Distillation
     from nmsolve.torch.lbc import LBC
     from nmsolve.torch.model_folder import ModelPruneResult, prune_model_folder, save_model_folder
     from nmsolve.torch.oneshot import OneShotLayerReport, OneShotReport, prune_oneshot, repeated_blocks
