@@ -181,7 +181,7 @@ def test_hidden_states_compare_every_block_over_real_tokens():
 def test_hidden_states_refusals():
     with pytest.raises(TypeError, match="not both"):
         nt.Distillation(nn.Linear(2, 2), hidden_states=True, output=lambda out: out)
-    with pytest.raises(TypeError, match="hidden_states must be True or False, got .yes."):
+    with pytest.raises(TypeError, match=r"hidden_states must be True or False, got 'yes'"):
         nt.Distillation(nn.Linear(2, 2), hidden_states="yes")
 
     class Plain(nn.Module):
