@@ -106,6 +106,22 @@ def _mean(cell: str) -> str:
     return cell.split("±")[0].strip()
 
 
+def _all_layers_by_pattern(r: Results, figure: Callable[[dict[str, str]], str]) -> str:
+    """``"2:4: <figure of each row>; 4:8: ..."`` over the rows of the first table whose pruned layers are all."""
+    table = r.table()
+    parts = []
+    for pattern in sorted({row["pattern"] for row in table}):
+        rows = [row for row in table if row["pattern"] == pattern and row["pruned layers"].startswith("all")]
+        parts.append(f"{pattern}: " + ", ".join(figure(row) for row in rows))
+    return "; ".join(parts)
+
+
+def _missed_whole(r: Results) -> str:
+    """Every ``NOT met`` target line, quoted whole."""
+    missed = r.missed()
+    return "; ".join(line.lstrip("- ") for line in missed) if missed else "none in this run"
+
+
 def _unknown_missed(r: Results, known: list[str]) -> None:
     """Raise if a ``NOT met`` target line contains none of the ``known`` texts that a row reports."""
     unknown = [line for line in r.missed() if not any(text in line for text in known)]
@@ -280,18 +296,40 @@ def minilm(r: Results) -> tuple[str, str]:
 
 def oneshot(r: Results) -> tuple[str, str]:
     """Cosine to the dense embeddings of the reference SparseGPT and nmsolve's rows, all 36 layers, per pattern."""
-    table = r.table()
-    parts = []
-    for pattern in sorted({row["pattern"] for row in table}):
-        rows = [row for row in table if row["pattern"] == pattern and row["pruned layers"].startswith("all")]
-        figures = ", ".join(f"{row['method']} {row['cos']} ({row['/ ref']})" for row in rows)
-        parts.append(f"{pattern}: {figures}")
+    parts = _all_layers_by_pattern(r, lambda row: f"{row['method']} {row['cos']} ({row['/ ref']})")
     headline = (
         "all-MiniLM-L6-v2, one-shot with calibration text, all 36 encoder Linear layers, mean cosine of held-out "
-        "sentence embeddings to the dense model's (time / reference SparseGPT): " + "; ".join(parts)
+        "sentence embeddings to the dense model's (time / reference SparseGPT): " + parts
     )
-    missed = r.missed()
-    return headline, "; ".join(line.lstrip("- ") for line in missed) if missed else "none in this run"
+    return headline, _missed_whole(r)
+
+
+def permute_model(r: Results) -> tuple[str, str]:
+    """Cosine to the dense embeddings with and without shippable permutations, all 36 layers, per pattern."""
+    parts = _all_layers_by_pattern(r, lambda row: f"{row['method']} {row['cos']}")
+    headline = (
+        "all-MiniLM-L6-v2, function-preserving channel permutations then N:M (weights N:M in stored order), all 36 "
+        "encoder Linear layers, mean cosine of held-out sentence embeddings to the dense model's: " + parts
+    )
+    return headline, _missed_whole(r)
+
+
+def training_minilm(r: Results) -> tuple[str, str]:
+    """Final cosine of every method and start at 2:4 (mean ± half range over seeds) and at 4:8."""
+    table = r.table("## After training")
+    setup = r.search(r"trained by distillation from the frozen dense model\. (\d+) AdamW steps")
+    parts = []
+    for pattern, start in dict.fromkeys((row["pattern"], row["start"]) for row in table):
+        rows = [row for row in table if (row["pattern"], row["start"]) == (pattern, start) and row["method"] != "dense"]
+        parts.append(f"{pattern} from {start}: " + ", ".join(f"{row['method']} {row['final']}" for row in rows))
+    oneshot = [row for row in r.table("## One-shot, no training") if row["pattern"] == "2:4"]
+    magnitude = r.row(oneshot, "one-shot", "magnitude, nm")["cos"]
+    headline = (
+        f"all-MiniLM-L6-v2, all 36 encoder Linear layers trained {setup[1]} steps by distillation from the dense "
+        f"model (one-shot magnitude 2:4: {magnitude}), cosine of held-out sentence embeddings after `bake()` "
+        "(mean ± half range over seeds): " + "; ".join(parts)
+    )
+    return headline, _missed_whole(r)
 
 
 ROWS: dict[str, Callable[[Results], tuple[str, str]]] = {
@@ -303,6 +341,8 @@ ROWS: dict[str, Callable[[Results], tuple[str, str]]] = {
     "training": training,
     "minilm": minilm,
     "oneshot": oneshot,
+    "permute_model": permute_model,
+    "training_minilm": training_minilm,
 }
 
 

