@@ -35,6 +35,18 @@ class Method:
     note: str = ""
 
 
+def optimizer_step(loss: Any, optimizer: Any, method: Any) -> None:
+    """One step of the documented training loop: backward, then ``optimizer.step()`` between the
+    method's two hooks (``method`` None: a dense step)."""
+    optimizer.zero_grad()
+    loss.backward()
+    if method is not None:
+        method.before_optimizer_step()
+    optimizer.step()
+    if method is not None:
+        method.after_optimizer_step()
+
+
 def nm(setting: str) -> tuple[int, int]:
     """``"2:4"`` -> ``(2, 4)``."""
     n, m = setting.split(":")

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from bench._common import markdown_table, write_result
-from bench._methods import METHODS, Context
+from bench._methods import METHODS, Context, optimizer_step
 
 HIDDEN = 256
 BATCH = 64
@@ -58,14 +58,7 @@ def train_once(name: str, setting: str, seed: int, epochs: int, data: tuple[Any,
         perm = torch.randperm(len(x_tr), generator=order)
         for i in range(0, len(x_tr), BATCH):
             idx = perm[i : i + BATCH]
-            loss = torch.nn.functional.cross_entropy(model(x_tr[idx]), y_tr[idx])
-            opt.zero_grad()
-            loss.backward()
-            if method is not None:
-                method.before_optimizer_step()
-            opt.step()
-            if method is not None:
-                method.after_optimizer_step()
+            optimizer_step(torch.nn.functional.cross_entropy(model(x_tr[idx]), y_tr[idx]), opt, method)
         if method is not None:
             method.end_epoch()
     if method is not None:

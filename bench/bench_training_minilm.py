@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from bench._common import RESULTS, markdown_table, write_result
+from bench._methods import optimizer_step
 from bench.bench_oneshot import _embed, _load, _quality, calibration_batches, texts
 
 STEPS = 200  # optimiser steps per run (~0.55 s each on this machine: about 2.5 minutes a run with evaluations)
@@ -127,7 +128,6 @@ class Outcome:
     curve: list[tuple[int, float]]  # (step, cosine); step 0 is the one-shot start with the method attached
     final: float  # cosine after bake()
     step_seconds: list[float]  # of every step after the first (which pays one-time warm-up)
-    checks: int = 0  # masks checked valid after these many steps
     invalid: list[int] = field(default_factory=list)  # steps whose masks broke their pattern
     baked_valid: bool = True
 
@@ -173,14 +173,7 @@ def _train(
     out = Outcome(curve=[(0, cosine())], final=float("nan"), step_seconds=[])
     for step, batch in enumerate(batches, 1):
         start = time.perf_counter()
-        loss = distill(batch)
-        opt.zero_grad()
-        loss.backward()
-        if method is not None:
-            method.before_optimizer_step()
-        opt.step()
-        if method is not None:
-            method.after_optimizer_step()
+        optimizer_step(distill(batch), opt, method)
         schedule.step()
         if step > 1:
             out.step_seconds.append(time.perf_counter() - start)
@@ -189,7 +182,6 @@ def _train(
                 method.check()
             except ValueError:
                 out.invalid.append(step)
-            out.checks += 1
         if step % EVAL_EVERY == 0 or step == len(batches):
             out.curve.append((step, cosine()))
     if method is not None:
