@@ -263,19 +263,17 @@ def test_bert_outputs_unchanged_magnitude_and_wanda():
     assert report.scores == "wanda" and len(report.groups) == 4
 
 
-def test_hf_llama_gqa_outputs_unchanged():
+def _tiny_llama(seed: int, **config):
+    """A 2-layer float64 Llama LM with grouped-query attention (4 query heads, 2 key/value heads)."""
     transformers = pytest.importorskip("transformers")
-    config = transformers.LlamaConfig(
-        vocab_size=50,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=32,
-    )
-    torch.manual_seed(7)
-    model = transformers.LlamaForCausalLM(config).double().eval()
+    settings = dict(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=2)
+    settings.update(num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32, **config)
+    torch.manual_seed(seed)
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(**settings)).double().eval()
+
+
+def test_hf_llama_gqa_outputs_unchanged():
+    model = _tiny_llama(7)
     ids = torch.randint(0, 50, (2, 7))
     y = model(ids).logits
     report = nt.permute_channels(model, 2, 4, progress=False)
@@ -317,19 +315,7 @@ def test_wanda_scores_use_the_input_norms_of_each_consumer():
 
 
 def test_residual_stream_of_a_llama_lm_keeps_the_logits():
-    transformers = pytest.importorskip("transformers")
-    config = transformers.LlamaConfig(
-        vocab_size=50,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=32,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(9)
-    model = transformers.LlamaForCausalLM(config).double().eval()
+    model = _tiny_llama(9, tie_word_embeddings=True)
     dense = copy.deepcopy(model)
     ids = torch.randint(0, 50, (2, 7))
     y = model(ids).logits
