@@ -245,6 +245,7 @@ def test_permute_model_bench_smoke():
     assert main(["permute_model", "--quick"]) == 0
     text = (RESULTS / "quick" / "permute_model.md").read_text()
     assert "| permute + magnitude |" in text and "(upper bound) |" in text
+    assert "| permute (Wanda scores, + residual stream) + one-shot sparsegpt |" in text
     assert "not N:M in stored order" not in text
 
 
