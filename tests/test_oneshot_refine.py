@@ -262,3 +262,14 @@ def test_bad_input_is_refused_by_name(change, error, words):
         nmsolve.refine_mask(args["W"], args["H"], args["mask"], args["n"], args["m"], **kwargs)
     for k, v in copies.items():  # inputs never modified (NaN compares equal here)
         np.testing.assert_array_equal(args[k], v)
+
+
+def test_inverse_of_the_kept_blocks_and_its_singular_fallback():
+    _, h = _layer(1, 12, 11)
+    hd, _ = damped(h, 0.01)
+    singular = np.outer(np.arange(1.0, 13.0), np.arange(1.0, 13.0))  # rank one: Cholesky fails
+    blocks = np.stack([hd, singular])
+    inverse = refine._inverse_spd(blocks.copy())
+    np.testing.assert_allclose(inverse[0], np.linalg.inv(hd), rtol=1e-9, atol=1e-12 * np.abs(inverse[0]).max())
+    np.testing.assert_allclose(inverse[1], np.linalg.pinv(singular, hermitian=True), rtol=1e-9, atol=1e-15)
+    assert (inverse == inverse.transpose(0, 2, 1)).all()  # exactly symmetric, as the swap updates assume

@@ -12,8 +12,7 @@ from nmsolve._jit import ONESHOT_PARALLEL_MIN, threads_for
 from nmsolve._progress import progress_bar
 from nmsolve._validate import check_bool, check_int
 from nmsolve.oneshot._common import check_fraction, check_layer, damped_cholesky, given_mask, row_errors
-from nmsolve.oneshot._refine import NEEDS_REFRESH, search_rows
-from nmsolve.oneshot.refit import refit_rows
+from nmsolve.oneshot._refine import NEEDS_REFRESH, gather_blocks, search_rows
 
 # float64 entries of the per-row search state (A, U and a temporary of U's size) held at once: 256 MiB
 _STATE_ENTRIES = 1 << 25
@@ -62,19 +61,41 @@ class RefineResult:
         return 1.0 - self.error / self.error_before if self.error_before > 0 else 0.0
 
 
+def _inverse_spd(blocks: np.ndarray) -> np.ndarray:
+    """The inverses of symmetric positive definite ``blocks`` (rows, k, k), exactly symmetric.
+
+    ``A = C^-1 C^-T`` from the Cholesky factor ``C`` (LAPACK potrf, trtri, BLAS syrk on one triangle):
+    on 768 x 768 blocks twice as fast as numpy's LU-based ``inv``. A block that is numerically
+    singular despite the damping gets its pseudo-inverse (least squares).
+    """
+    from scipy.linalg import blas, lapack
+
+    out = np.empty_like(blocks)
+    for i, block in enumerate(blocks):
+        factor, info = lapack.dpotrf(block, lower=0, clean=1)
+        if info == 0:
+            factor, info = lapack.dtrtri(factor, lower=0)
+        if info == 0:
+            upper = blas.dsyrk(1.0, factor)  # factor @ factor.T on the upper triangle, zeros below
+            np.add(upper, upper.T, out=out[i])
+            out[i].flat[:: len(block) + 1] = upper.diagonal()
+        else:
+            inverse = np.linalg.pinv(block, hermitian=True)
+            out[i] = 0.5 * (inverse + inverse.T)
+    return out
+
+
 def _search_state(hd: np.ndarray, b: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, ...]:
     """``(S, D, A, c, U, r, s)`` of every row of ``keep`` (see ``_refine``), built with batched LAPACK/BLAS."""
     rows, cols = keep.shape
     k = int(keep[0].sum()) if rows else 0
     S = np.nonzero(keep)[1].reshape(rows, k)
     D = np.nonzero(~keep)[1].reshape(rows, cols - k)
-    hss = hd[S[:, :, None], S[:, None, :]]
-    hsd = hd[S[:, :, None], D[:, None, :]]
-    try:
-        A = np.linalg.inv(hss)
-    except np.linalg.LinAlgError:  # numerically singular despite damping: least squares
-        A = np.linalg.pinv(hss, hermitian=True)
-    A = 0.5 * (A + A.transpose(0, 2, 1))
+    hss = np.empty((rows, k, k))
+    hsd = np.empty((rows, k, cols - k))
+    with threads_for(hss.size + hsd.size, ONESHOT_PARALLEL_MIN):
+        gather_blocks(hd, S, D, hss, hsd)
+    A = _inverse_spd(hss)
     bs = np.take_along_axis(b, S, axis=1)
     c = np.einsum("rkl,rl->rk", A, bs)
     U = A @ hsd
@@ -83,16 +104,32 @@ def _search_state(hd: np.ndarray, b: np.ndarray, keep: np.ndarray) -> tuple[np.n
     return S, D, A, c, np.ascontiguousarray(U), r, s
 
 
+def _scatter(values: np.ndarray, columns: np.ndarray, cols: int) -> np.ndarray:
+    """Rows of width ``cols`` holding ``values[i]`` at ``columns[i]`` and zero elsewhere."""
+    out = np.zeros((values.shape[0], cols))
+    np.put_along_axis(out, columns, values, axis=1)
+    return out
+
+
 def _refine_rows(
     hd: np.ndarray, w: np.ndarray, keep: np.ndarray, m: int, tolerance: float, max_sweeps: int, bar: Any
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Search every row from ``keep``; return the refined mask, swaps and groups visited per row."""
+) -> tuple[np.ndarray, ...]:
+    """Search every row from ``keep``; return the refined mask, swaps and groups visited per row, and
+    the re-fits (on ``hd``) of ``keep`` and of the refined mask.
+
+    The re-fits are the search state's ``c``: the first state of a row holds the re-fit of its input
+    mask, the last one (updated exactly by every swap, rebuilt every ``_REFRESH_SWAPS``) that of its
+    refined mask, so no separate solve is needed (on a 384 x 1536 layer at 2:4 the two
+    ``refit_rows`` calls took 7 of 53 s).
+    """
     rows, cols = keep.shape
     out = keep.copy()
     swaps = np.zeros(rows, dtype=np.int64)
     visited = np.zeros(rows, dtype=np.int64)
+    fit_first = np.zeros((rows, cols))
+    fit_last = np.zeros((rows, cols))
     if not rows or not cols:
-        return out, swaps, visited
+        return out, swaps, visited, fit_first, fit_last
     k = int(keep[0].sum())
     b = w @ hd
     threshold = tolerance * np.einsum("ij,ij->i", b, w)
@@ -102,8 +139,12 @@ def _refine_rows(
     status = np.zeros(rows, dtype=np.int8)
     for lo in range(0, rows, chunk):
         active = np.arange(lo, min(lo + chunk, rows))
+        first = True
         while active.size:
             S, D, A, c, U, r, s = _search_state(hd, b[active], out[active])
+            if first:
+                fit_first[active] = _scatter(c, S, cols)
+                first = False
             kept = out[active]
             slot = np.empty((active.size, cols), dtype=np.int64)
             np.put_along_axis(slot, S, np.arange(S.shape[1])[None, :], axis=1)
@@ -115,10 +156,11 @@ def _refine_rows(
             out[active] = kept
             pos[active], quiet[active], visited[active], swaps[active], status[active] = part
             done = status[active] != NEEDS_REFRESH
+            fit_last[active[done]] = _scatter(c[done], S[done], cols)
             if bar is not None:
                 bar.update(int(done.sum()))
             active = active[~done]
-    return out, swaps, visited
+    return out, swaps, visited, fit_first, fit_last
 
 
 def refine_mask(
@@ -243,18 +285,15 @@ def refine_checked(
     w[:, dead] = 0.0
     bar = progress_bar(w.shape[0], progress, "refine_mask", "row")
     try:
-        refined, swaps, visited = _refine_rows(hd, w, keep, m, tolerance, max_sweeps, bar)
+        refined, swaps, visited, fit_before, fit = _refine_rows(hd, w, keep, m, tolerance, max_sweeps, bar)
     finally:
         if bar is not None:
             bar.close()
-    target = w @ hd
-    fit_before = refit_rows(hd, target, keep)
     before = row_errors(w0, fit_before, h)
     changed = (refined != keep).any(axis=1)
-    fit = fit_before.copy()
+    fit[~changed] = fit_before[~changed]
     after = before.copy()
     if changed.any():
-        fit[changed] = refit_rows(hd, target[changed], refined[changed])
         after[changed] = row_errors(w0[changed], fit[changed], h)
     better = changed & (after < before)
     mask_out = np.where(better[:, None], refined, keep)
