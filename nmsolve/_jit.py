@@ -66,6 +66,7 @@ prange = numba.prange
 # Modules whose private ``_warmup()`` compiles their hot kernels; ``warmup()`` visits them in order.
 WARMUP_MODULES: tuple[str, ...] = (
     "nmsolve.nm",
+    "nmsolve.combination",
     "nmsolve.fanin._product",
     "nmsolve.fanin.rigl",
     "nmsolve.training.srste",
@@ -149,6 +150,7 @@ FANIN_PARALLEL_MIN = 1 << 16  # constant fan-in selection: entries; condensed pr
 BIMASK_PARALLEL_MIN = 1 << 22  # Bi-Mask: mask entries x m, or candidates x bit words x n
 TRAINING_PARALLEL_MIN = 1 << 18  # fused per-step training kernels: entries
 ONESHOT_PARALLEL_MIN = 1 << 16  # refine_mask: rows x kept x dropped; SparseGPT sweep: entries
+COMBINATION_PARALLEL_MIN = 1 << 18  # combination_scores: sums x terms
 
 
 @contextlib.contextmanager

@@ -122,3 +122,17 @@ def test_best_combination_of_no_combinations_is_refused_clearly():
     with pytest.raises(ValueError, match=r"combo_scores has shape \(2, 0\): its last axis holds no combination"):
         nmsolve.best_combination(np.zeros((2, 0)))
     assert nmsolve.best_combination(np.zeros((0, 6))).shape == (0,)
+
+
+@pytest.mark.parametrize(("n", "m"), [(1, 2), (2, 4), (1, 4), (3, 4), (4, 8), (3, 8), (7, 8), (8, 16)])
+def test_combination_scores_are_the_gathered_numpy_sums_bit_for_bit(n, m):
+    # the compiled sums (n < 8) add in numpy's own order; LBC's removal order depends on exact ties
+    rng = np.random.default_rng(n * 100 + m)
+    x = rng.normal(size=(5, 3 * m)) * np.exp(4 * rng.normal(size=(5, 3 * m)))
+    x[0, :m] = 0.1  # equal entries: ties that a different order of additions could break
+    big = np.full((2, m), 1e308)  # n > 1: sums that overflow are redone exactly (here: to inf)
+    table = np.nonzero(nmsolve.combinations(n, m))[1].reshape(-1, n)
+    expected = x.reshape(5, 3, m)[..., table].sum(axis=-1)
+    got = nmsolve.combination_scores(x, n, m)
+    assert got.dtype == np.float64 and np.array_equal(got, expected)
+    assert (nmsolve.combination_scores(big, n, m) == (np.inf if n > 1 else 1e308)).all()
