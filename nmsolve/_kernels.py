@@ -1,5 +1,5 @@
 """Compiled building blocks shared by the solvers: sorting and selection networks, the tie rule,
-quickselect, the N:4 ranking, tile loads and a prefetch hint.
+quickselect, the N:4 ranking, tile loads, submatrix gathers and a prefetch hint.
 
 Every solver module imports what it needs from here (never from a sibling solver), so a kernel that
 two families use has one copy. Names here are package-private: they are not part of the public API.
@@ -22,7 +22,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from nmsolve._jit import kernel
+from nmsolve._jit import kernel, prange
 
 # Longest group handled by a selection network (longer groups use quickselect).
 NETWORK_MAX_M = 64
@@ -327,3 +327,18 @@ def store_tile(keep, r0, c0, m, out):  # type: ignore[no-untyped-def]
     for i in range(min(m, rows - r0)):
         for j in range(min(m, cols - c0)):
             out[r0 + i, c0 + j] = keep[i, j]
+
+
+@kernel(parallel=True)
+def take_blocks(h, rows, cols, out):  # type: ignore[no-untyped-def]
+    """``out[i] = h[rows[i]][:, cols[i]]`` for every ``i`` (index arrays of shape (blocks, k) and (blocks, d)).
+
+    Each source row of ``h`` is read once while a block's row takes from it: numpy's fancy indexing
+    (``h[rows[:, :, None], cols[:, None, :]]``, or ``np.ix_`` per block) ran 20-30x slower on the
+    768 x 768 blocks of a 1536-wide layer's re-fit.
+    """
+    for i in prange(rows.shape[0]):
+        for a in range(rows.shape[1]):
+            src = h[rows[i, a]]
+            for b in range(cols.shape[1]):
+                out[i, a, b] = src[cols[i, b]]

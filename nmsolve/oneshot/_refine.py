@@ -27,24 +27,6 @@ from nmsolve._jit import kernel, prange
 LOCAL_OPTIMUM, OUT_OF_SWEEPS, NEEDS_REFRESH = 0, 1, 2
 
 
-@kernel(parallel=True)
-def gather_blocks(hd, S, D, hss, hsd):  # type: ignore[no-untyped-def]
-    """``hss[i] = hd[S_i, S_i]`` and ``hsd[i] = hd[S_i, D_i]`` for every row ``i``.
-
-    Each source row of ``hd`` is read once and stays in cache while both blocks take from it: numpy's
-    fancy indexing of the same blocks ran 20-30x slower (384 x 1536 at 2:4: 10 of 53 s of refine_mask).
-    """
-    rows, k = S.shape
-    d = D.shape[1]
-    for i in prange(rows):
-        for a in range(k):
-            src = hd[S[i, a]]
-            for b in range(k):
-                hss[i, a, b] = src[S[i, b]]
-            for b in range(d):
-                hsd[i, a, b] = src[D[i, b]]
-
-
 @kernel()
 def _swap(hd, S, D, A, c, U, r, s, kept, slot, p, q, ap, up, u, g):  # type: ignore[no-untyped-def]
     """Drop the kept column in slot p and keep the dropped one in slot q; update the state exactly.

@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 
 from nmsolve._jit import ONESHOT_PARALLEL_MIN, threads_for
+from nmsolve._kernels import take_blocks
 from nmsolve._progress import progress_bar
 from nmsolve._validate import check_bool, check_int
 from nmsolve.oneshot._common import check_fraction, check_layer, damped_cholesky, given_mask, row_errors
-from nmsolve.oneshot._refine import NEEDS_REFRESH, gather_blocks, search_rows
+from nmsolve.oneshot._refine import NEEDS_REFRESH, search_rows
 
 # float64 entries of the per-row search state (A, U and a temporary of U's size) held at once: 256 MiB
 _STATE_ENTRIES = 1 << 25
@@ -94,7 +95,8 @@ def _search_state(hd: np.ndarray, b: np.ndarray, keep: np.ndarray) -> tuple[np.n
     hss = np.empty((rows, k, k))
     hsd = np.empty((rows, k, cols - k))
     with threads_for(hss.size + hsd.size, ONESHOT_PARALLEL_MIN):
-        gather_blocks(hd, S, D, hss, hsd)
+        take_blocks(hd, S, S, hss)
+        take_blocks(hd, S, D, hsd)
     A = _inverse_spd(hss)
     bs = np.take_along_axis(b, S, axis=1)
     c = np.einsum("rkl,rl->rk", A, bs)
