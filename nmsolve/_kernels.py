@@ -334,8 +334,9 @@ def take_blocks(h, rows, cols, out):  # type: ignore[no-untyped-def]
     """``out[i] = h[rows[i]][:, cols[i]]`` for every ``i`` (index arrays of shape (blocks, k) and (blocks, d)).
 
     Each source row of ``h`` is read once while a block's row takes from it: numpy's fancy indexing
-    (``h[rows[:, :, None], cols[:, None, :]]``, or ``np.ix_`` per block) ran 20-30x slower on the
-    768 x 768 blocks of a 1536-wide layer's re-fit.
+    (``h[rows[:, :, None], cols[:, None, :]]``) ran 20-30x slower on the 768 x 768 blocks of
+    ``refine_mask`` on a 1536-wide layer. Call it on many blocks at once: a parallel launch per
+    single block (tried in ``refit_rows``) cost more than the gather saves.
     """
     for i in prange(rows.shape[0]):
         for a in range(rows.shape[1]):

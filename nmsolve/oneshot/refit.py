@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from nmsolve._kernels import take_blocks
-
 
 def _solve(a: np.ndarray, b: np.ndarray, definite: bool) -> np.ndarray:
     """Solve ``a @ x = b`` for symmetric PSD ``a`` (``b``: (k,) or (k, rhs)).
@@ -51,8 +49,6 @@ def refit_rows(h: np.ndarray, target: np.ndarray, mask: np.ndarray, *, definite:
         if not len(cols):
             continue
         rows = order[starts[s] : starts[s + 1]]
-        block = np.empty((1, len(cols), len(cols)))
-        take_blocks(h, cols[None], cols[None], block)
-        fit = _solve(block[0], target[np.ix_(rows, cols)].T, definite)
+        fit = _solve(h[np.ix_(cols, cols)], target[np.ix_(rows, cols)].T, definite)
         out[np.ix_(rows, cols)] = fit.T
     return out
