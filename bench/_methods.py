@@ -8,6 +8,7 @@ line in ``METHODS``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,16 +36,22 @@ class Method:
     note: str = ""
 
 
-def optimizer_step(loss: Any, optimizer: Any, method: Any) -> None:
+def optimizer_step(loss: Any, optimizer: Any, method: Any) -> float:
     """One step of the documented training loop: backward, then ``optimizer.step()`` between the
-    method's two hooks (``method`` None: a dense step)."""
+    method's two hooks (``method`` None: a dense step). Returns the seconds spent in the hooks (the
+    method's mask maintenance; 0 for a dense step)."""
     optimizer.zero_grad()
     loss.backward()
-    if method is not None:
-        method.before_optimizer_step()
+    if method is None:
+        optimizer.step()
+        return 0.0
+    start = time.perf_counter()
+    method.before_optimizer_step()
+    hooks = time.perf_counter() - start
     optimizer.step()
-    if method is not None:
-        method.after_optimizer_step()
+    start = time.perf_counter()
+    method.after_optimizer_step()
+    return hooks + time.perf_counter() - start
 
 
 def nm(setting: str) -> tuple[int, int]:

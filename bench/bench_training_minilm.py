@@ -128,6 +128,7 @@ class Outcome:
     curve: list[tuple[int, float]]  # (step, cosine); step 0 is the one-shot start with the method attached
     final: float  # cosine after bake()
     step_seconds: list[float]  # of every step after the first (which pays one-time warm-up)
+    hook_seconds: list[float] = field(default_factory=list)  # of the same steps: the method's two hooks
     invalid: list[int] = field(default_factory=list)  # steps whose masks broke their pattern
     baked_valid: bool = True
 
@@ -173,10 +174,11 @@ def _train(
     out = Outcome(curve=[(0, cosine())], final=float("nan"), step_seconds=[])
     for step, batch in enumerate(batches, 1):
         start = time.perf_counter()
-        optimizer_step(distill(batch), opt, method)
+        hooks = optimizer_step(distill(batch), opt, method)
         schedule.step()
         if step > 1:
             out.step_seconds.append(time.perf_counter() - start)
+            out.hook_seconds.append(hooks)
         if method is not None:
             try:
                 method.check()
@@ -342,6 +344,7 @@ def _run(quick: bool) -> Path:
         finals[key] = [o.final for _, o in group]
         ratio = [statistics.mean(o.step_seconds) / dense_step[r.seed] for r, o in group]
         median_ratio = [statistics.median(o.step_seconds) / dense_median[r.seed] for r, o in group]
+        hooks = [statistics.mean(o.hook_seconds) / dense_step[r.seed] for r, o in group]
         valid = "" if key[2] == "dense" else ("yes" if all(not o.invalid and o.baked_valid for _, o in group) else "NO")
         rows.append(
             (
@@ -352,13 +355,20 @@ def _run(quick: bool) -> Path:
                 "" if key[2] == "dense" else f"{statistics.mean(finals[key]) - magnitude_oneshot[key[0]]:+.4f}",
                 valid,
                 f"{statistics.mean(ratio):.2f}x / {statistics.mean(median_ratio):.2f}x",
+                "" if key[2] == "dense" else f"{statistics.mean(hooks):.1%}",
                 ", ".join(f"{o.final:.4f}" for _, o in group),
             )
         )
     png = (RESULTS / "quick" if quick else RESULTS) / "training_minilm.png"
     png.parent.mkdir(parents=True, exist_ok=True)
     _plot(outcomes, png)
-    targets = _targets(plan, outcomes, finals, magnitude_oneshot, dense_step)
+    oneshot_start = {  # (pattern, start) -> cosine of the one-shot N:M start, what LBC must end above
+        (p, start): float(next(r[2] for r in oneshot_rows if r[:2] == (p, label)))
+        for p in patterns
+        for start, label in (("magnitude", "magnitude, nm"), ("sparsegpt", "prune_oneshot sparsegpt + refit, nm"))
+        if any(r[:2] == (p, label) for r in oneshot_rows)
+    }
+    targets = _targets(plan, outcomes, finals, magnitude_oneshot, oneshot_start, dense_step)
     scope = "1 quick layer" if quick else "all 36 encoder Linear layers"
     notes = "\n".join(f"- {name}: {note}" for name, (_, _, note) in FACTORIES.items())
     body = (
@@ -373,8 +383,12 @@ def _run(quick: bool) -> Path:
         "final minus one-shot magnitude N:M of the same pattern; `valid` = `method.check()` passed after every "
         "step and every stored weight satisfied the pattern after `bake()` (transposable: both directions; SRigL: "
         "constant fan-in); `step / dense` = mean (and median) wall time of a training step (teacher forward, "
-        "student forward and backward, method hooks, AdamW) over the dense control's of the same seed; torch on 2 "
-        f"threads.\n\n## One-shot, no training\n\n"
+        "student forward and backward, method hooks, AdamW) over the dense control's of the same seed; `hooks / dense "
+        "step` = mean time in the method's two hooks per step (mask maintenance: `before_optimizer_step` and "
+        "`after_optimizer_step`, measured inside the run, so free of the run-to-run noise of the step ratio) over "
+        "the dense control's mean step; torch on 2 threads. LBC's `step 0` is its unpruned start, so LBC is held "
+        "to ending above the one-shot start it was given (magnitude N:M, or prune_oneshot) instead."
+        "\n\n## One-shot, no training\n\n"
         + markdown_table(("pattern", "one-shot", "cos", "seconds"), oneshot_rows)
         + "\n\n## After training\n\n"
         + markdown_table(
@@ -388,6 +402,7 @@ def _run(quick: bool) -> Path:
                 "vs magnitude",
                 "valid",
                 "step / dense",
+                "hooks / dense step",
                 "per seed",
             ),
             rows,
@@ -405,6 +420,7 @@ def _targets(
     outcomes: dict[Run, Outcome],
     finals: dict[tuple[str, str, str], list[float]],
     magnitude_oneshot: dict[str, float],
+    oneshot_start: dict[tuple[str, str], float],
     dense_step: dict[int, float],
 ) -> list[str]:
     def verdict(ok: bool) -> str:
@@ -416,12 +432,14 @@ def _targets(
         if key[2] == "dense":
             continue
         group = [(r, o) for r, o in outcomes.items() if (r.pattern, r.start, r.method) == key]
-        above_start = all(o.final > o.curve[0][1] for _, o in group)
+        # LBC's step 0 is its unpruned start (every combination alive): it must end above the one-shot start
+        starts = [oneshot_start[key[:2]] if key[2] == "LBC" else o.curve[0][1] for _, o in group]
+        above_start = all(o.final > start for (_, o), start in zip(group, starts, strict=True))
         worst = min(values) - magnitude_oneshot[key[0]]
         lines.append(
-            f"{key[0]} {key[2]} from {key[1]}: final {_spread(values)}, step 0 "
-            f"{_spread([o.curve[0][1] for _, o in group])}, worst seed {worst:+.4f} over one-shot magnitude "
-            f"(target above its step 0 and at least +{margin} over magnitude in every seed: "
+            f"{key[0]} {key[2]} from {key[1]}: final {_spread(values)}, "
+            f"{'one-shot start' if key[2] == 'LBC' else 'step 0'} {_spread(starts)}, worst seed {worst:+.4f} over "
+            f"one-shot magnitude (target above its start and at least +{margin} over magnitude in every seed: "
             f"{verdict(above_start and worst >= margin)})"
         )
     best = max((k for k in finals if k[0] == "2:4" and k[2] != "dense"), key=lambda k: statistics.mean(finals[k]))
@@ -432,16 +450,14 @@ def _targets(
     valid = all(not o.invalid and o.baked_valid for r, o in outcomes.items() if r.method != "dense")
     lines.append(f"masks valid after every step and after bake in every run: {verdict(valid)}")
     for method in FACTORIES:
-        extra = [
-            statistics.mean(o.step_seconds) / dense_step[r.seed] - 1
-            for r, o in outcomes.items()
-            if r.method == method and r.pattern == "2:4"
-        ]
-        if extra:
-            worst = max(extra)
+        runs = [(r, o) for r, o in outcomes.items() if r.method == method and r.pattern == "2:4"]
+        if runs:
+            extra = max(statistics.mean(o.step_seconds) / dense_step[r.seed] - 1 for r, o in runs)
+            hooks = max(statistics.mean(o.hook_seconds) / dense_step[r.seed] for r, o in runs)
             lines.append(
-                f"2:4 {method}: step time over the dense step {worst:+.1%} (worst run; mask application and "
-                f"maintenance together; target maintenance <= 10%: {verdict(worst <= 0.10)})"
+                f"2:4 {method}: mask maintenance (the method's hooks) {hooks:.1%} of a dense step, whole step "
+                f"{extra:+.1%} over the dense control's (worst runs; the whole step also holds the forward "
+                f"`W * mask` and run-to-run noise; target maintenance <= 10%: {verdict(hooks <= 0.10)})"
             )
     ranking = sorted(
         (k for k in finals if k[0] == "2:4" and k[1] == "magnitude" and k[2] != "dense"),
