@@ -336,7 +336,13 @@ def _run(quick: bool) -> Path:
 
     dense_step = {r.seed: statistics.mean(o.step_seconds) for r, o in outcomes.items() if r.method == "dense"}
     dense_median = {r.seed: statistics.median(o.step_seconds) for r, o in outcomes.items() if r.method == "dense"}
-    magnitude_oneshot = {p: float(next(r[2] for r in oneshot_rows if r[:2] == (p, "magnitude, nm"))) for p in patterns}
+    oneshot_start = {  # (pattern, start) -> cosine of the one-shot N:M start (LBC must end above it)
+        (p, start): float(next(r[2] for r in oneshot_rows if r[:2] == (p, label)))
+        for p in patterns
+        for start, label in (("magnitude", "magnitude, nm"), ("sparsegpt", "prune_oneshot sparsegpt + refit, nm"))
+        if any(r[:2] == (p, label) for r in oneshot_rows)
+    }
+    magnitude_oneshot = {p: oneshot_start[(p, "magnitude")] for p in patterns}
     rows: list[tuple[Any, ...]] = []
     finals: dict[tuple[str, str, str], list[float]] = {}
     for key in dict.fromkeys((r.pattern, r.start, r.method) for r in plan):
@@ -362,13 +368,7 @@ def _run(quick: bool) -> Path:
     png = (RESULTS / "quick" if quick else RESULTS) / "training_minilm.png"
     png.parent.mkdir(parents=True, exist_ok=True)
     _plot(outcomes, png)
-    oneshot_start = {  # (pattern, start) -> cosine of the one-shot N:M start, what LBC must end above
-        (p, start): float(next(r[2] for r in oneshot_rows if r[:2] == (p, label)))
-        for p in patterns
-        for start, label in (("magnitude", "magnitude, nm"), ("sparsegpt", "prune_oneshot sparsegpt + refit, nm"))
-        if any(r[:2] == (p, label) for r in oneshot_rows)
-    }
-    targets = _targets(plan, outcomes, finals, magnitude_oneshot, oneshot_start, dense_step)
+    targets = _targets(plan, outcomes, finals, oneshot_start, dense_step)
     scope = "1 quick layer" if quick else "all 36 encoder Linear layers"
     notes = "\n".join(f"- {name}: {note}" for name, (_, _, note) in FACTORIES.items())
     body = (
@@ -419,7 +419,6 @@ def _targets(
     plan: list[Run],
     outcomes: dict[Run, Outcome],
     finals: dict[tuple[str, str, str], list[float]],
-    magnitude_oneshot: dict[str, float],
     oneshot_start: dict[tuple[str, str], float],
     dense_step: dict[int, float],
 ) -> list[str]:
@@ -435,7 +434,7 @@ def _targets(
         # LBC's step 0 is its unpruned start (every combination alive): it must end above the one-shot start
         starts = [oneshot_start[key[:2]] if key[2] == "LBC" else o.curve[0][1] for _, o in group]
         above_start = all(o.final > start for (_, o), start in zip(group, starts, strict=True))
-        worst = min(values) - magnitude_oneshot[key[0]]
+        worst = min(values) - oneshot_start[(key[0], "magnitude")]
         lines.append(
             f"{key[0]} {key[2]} from {key[1]}: final {_spread(values)}, "
             f"{'one-shot start' if key[2] == 'LBC' else 'step 0'} {_spread(starts)}, worst seed {worst:+.4f} over "
