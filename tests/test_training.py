@@ -391,6 +391,52 @@ def test_lbc_without_score_gradient_ends_at_the_magnitude_mask():
         np.testing.assert_array_equal(lay.mask.numpy() != 0, nmsolve.nm_mask(np.abs(w.numpy()), 2, 4, axis=1))
 
 
+def test_lbc_magnitude_init_starts_from_kept_magnitude_by_hand():
+    lin = torch.nn.Linear(4, 1, bias=False)
+    w = [0.5, -1.0, 2.0, 0.25]
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([w]))
+    method = nt.LBC(lin, 2, 4, epochs=4, init="magnitude")
+    mean = sum(abs(v) for v in w) / 4  # 0.9375; C(3, 1) = 3 combinations hold each weight
+    expected = [1 / 3 + (abs(w[i]) + abs(w[j])) / (mean * 3) for i, j in itertools.combinations(range(4), 2)]
+    np.testing.assert_allclose(method.scores("")[0, 0], expected, rtol=1e-12)
+
+
+def test_lbc_magnitude_init_keeps_a_one_shot_start_that_the_gradient_does_not_argue_against():
+    """From weights already pruned to an N:M mask (zeros elsewhere, as prune_oneshot leaves them), LBC
+    with init="magnitude" and no score learning ends exactly at that mask, although the pruned weights
+    regrow through the straight-through gradient; the paper's uniform start does not keep it."""
+    torch.manual_seed(0)
+    endings = {}
+    for init in ("uniform", "magnitude"):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8))
+        start = {}
+        with torch.no_grad():
+            for i in (0, 2):
+                keep = nmsolve.nm_mask(np.random.default_rng(i).random(model[i].weight.shape), 2, 4, axis=1)
+                model[i].weight.mul_(torch.from_numpy(keep))
+                start[i] = keep
+        method = nt.LBC(model, 2, 4, steps=10, init=init, score_lr=0.0 if init == "magnitude" else 1.0)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for _ in range(10):
+            loss = model(torch.randn(16, 16)).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            method.before_optimizer_step()
+            opt.step()
+            method.after_optimizer_step()
+        assert method.frozen
+        endings[init] = [np.array_equal(lay.mask.numpy() != 0, start[i]) for lay, i in zip(method, (0, 2), strict=True)]
+    assert endings["magnitude"] == [True, True]
+    assert endings["uniform"] == [False, False]
+
+
+def test_lbc_init_is_checked():
+    with pytest.raises(ValueError, match="init must be 'uniform' or 'magnitude', got init='wanda'"):
+        nt.LBC(Net(), epochs=4, init="wanda")
+
+
 def test_lbc_tiebreak_is_checked():
     state = LBCState((1, 2), 2, 4)
     with pytest.raises(ValueError, match=r"tiebreak has shape \(1, 6\), expected \(1, 2, 6\)"):

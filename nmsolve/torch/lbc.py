@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -47,8 +48,15 @@ class LBC(NMTraining):
     p : float, default 3
         Removal power (3 for CNNs, 4 for ViTs in the paper).
     score_lr : float, default 1.0
-        Learning rate of plain gradient descent on the scores. The scores start equal, so their
-        ranking within a group, and therefore every mask, does not depend on it.
+        Learning rate of plain gradient descent on the scores. With ``init="uniform"`` the scores
+        start equal, so their ranking within a group, and therefore every mask, does not depend on
+        it; with ``init="magnitude"`` it sets how far the learned gradient can move the start ranking.
+    init : {"uniform", "magnitude"}, default "uniform"
+        Start scores. ``"uniform"`` is the paper's ``1 / C(m-1, n-1)`` for every combination.
+        ``"magnitude"`` (not in the paper; for fine-tuning a pretrained or one-shot pruned model)
+        adds each combination's kept ``|W|`` over the layer's mean ``|W|``, divided by
+        ``C(m-1, n-1)``, so that removal starts from magnitude pruning of the start weights (the
+        one-shot mask where pruned weights are zero) and the gradient has to earn a change.
     include, exclude, types, dense_first_last
         See :func:`~nmsolve.torch.sparsify`.
 
@@ -114,6 +122,7 @@ class LBC(NMTraining):
         t_f: int | None = None,
         p: float = 3,
         score_lr: float = 1.0,
+        init: str = "uniform",
         **kwargs: Any,
     ) -> None:
         if (epochs is None) == (steps is None):
@@ -128,6 +137,9 @@ class LBC(NMTraining):
         lbc_cardinality(0, 2, t_f=self.t_f, t_i=self.t_i, p=p)  # validates t_i < t_f and p
         self.p = p
         self.score_lr = check_decay(score_lr, "score_lr")  # a finite real >= 0
+        if init not in ("uniform", "magnitude"):
+            raise ValueError(f"init must be 'uniform' or 'magnitude', got init={init!r}")
+        self.init = init
         if "pad" in kwargs:
             raise TypeError("LBC needs full groups of m (combination tables); pad is not supported")
         super().__init__(model, n, m, **kwargs)
@@ -137,7 +149,13 @@ class LBC(NMTraining):
     def setup_layer(self, layer: Layer) -> None:
         shape = layer.shape
         groups = (shape[0], *shape[2:], shape[1] // self.m)  # combination_scores(axis=1) moves `in` last
-        layer.state["lbc"] = LBCState(groups, self.n, self.m)
+        state = LBCState(groups, self.n, self.m)
+        if self.init == "magnitude":
+            magnitude = np.abs(to_numpy(layer.weight)).astype(np.float64)
+            scale = magnitude.mean() * math.comb(self.m - 1, self.n - 1)
+            if scale > 0:
+                state.scores += combination_scores(magnitude, self.n, self.m, axis=1) / scale
+        layer.state["lbc"] = state
         layer.state["products"] = torch.zeros_like(layer.weight, memory_format=torch.contiguous_format)
         self.set_mask(layer, layer.state["lbc"].mask(axis=1))
 
